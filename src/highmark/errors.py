@@ -1,0 +1,80 @@
+"""The one exception hierarchy of highmark.
+
+Every error subclasses :class:`HighmarkError` *and* the builtin a user would
+already catch for that kind of problem (``ValueError``, ``KeyError``,
+``TypeError``, ``FileNotFoundError``, ``OSError``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = [
+    "CheckpointError",
+    "CheckpointNotFoundError",
+    "ConfigError",
+    "CorruptCheckpointError",
+    "HighmarkError",
+    "IncompatibleFormatError",
+    "InsufficientSpaceError",
+    "LockedError",
+    "MetricNotFoundError",
+    "UnsupportedStateError",
+]
+
+
+class HighmarkError(Exception):
+    """Base class of every error raised by highmark."""
+
+
+class ConfigError(HighmarkError, ValueError):
+    """A bad argument or combination of arguments, raised at construction."""
+
+
+class MetricNotFoundError(HighmarkError, KeyError):
+    """The monitored metric is missing from the metrics that were reported."""
+
+    def __init__(self, key: str, available: Iterable[str]) -> None:
+        self.key = key
+        self.available = sorted(str(k) for k in available)
+        super().__init__(key)
+
+    def __str__(self) -> str:
+        given = ", ".join(repr(k) for k in self.available) or "none"
+        return f"metric {self.key!r} not found in the reported metrics (given: {given})"
+
+
+class UnsupportedStateError(HighmarkError, TypeError):
+    """A value in a state tree that highmark cannot store; names the key path."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        super().__init__(f"{path or '<root>'}: {message}")
+
+
+class CheckpointError(HighmarkError):
+    """Base class of errors about checkpoints and runs on storage."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """The requested checkpoint (or run) does not exist."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint file is damaged, truncated, hostile or missing; names the file."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}")
+
+
+class IncompatibleFormatError(CheckpointError):
+    """The run was written in a format version this highmark does not know."""
+
+
+class LockedError(CheckpointError):
+    """Another live writer holds the run directory."""
+
+
+class InsufficientSpaceError(CheckpointError, OSError):
+    """The storage cannot hold the checkpoint about to be written."""
