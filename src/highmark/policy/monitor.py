@@ -1,0 +1,330 @@
+"""The monitored value: metric lookup, direction, the improvement rule and optional smoothing.
+
+One :class:`Monitor` is the single comparator shared by the stopper, the LR scheduler and the
+retention of checkpoints, so "better" means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from highmark.errors import ConfigError, MetricNotFoundError
+
+__all__ = [
+    "ExponentialMovingAverage",
+    "Metrics",
+    "Monitor",
+    "MovingAverage",
+    "Smoothing",
+    "as_float",
+    "smoothing_from_config",
+]
+
+Metrics = float | Mapping[str, Any]
+Mode = Literal["min", "max"]
+_INF = math.inf
+
+
+def as_float(value: Any, key: str) -> float:
+    """Converts a metric value to ``float``; anything with ``__float__`` works (numpy, torch).
+
+    Raises:
+        TypeError: for ``bool``, ``str``, ``bytes``, ``None`` or other non-numeric values, naming
+            the metric ``key``.
+    """
+    if type(value) is float:
+        return value
+    if isinstance(value, (bool, str, bytes)) or not hasattr(value, "__float__"):
+        raise TypeError(
+            f"metric {key!r} must be a number, got {type(value).__name__}: {value!r:.80}"
+        )
+    try:
+        return float(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"metric {key!r} must be a single number, got {value!r:.80}") from exc
+
+
+@runtime_checkable
+class Smoothing(Protocol):
+    """A stateful filter over the monitored value (moving average, EMA)."""
+
+    def update(self, value: float) -> float:
+        """Feeds one raw value and returns the smoothed one."""
+        ...
+
+    def reset(self) -> None:
+        """Forgets every value seen."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """Returns the JSON-serialisable filter state."""
+        ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restores the state returned by :meth:`state_dict`."""
+        ...
+
+    def config(self) -> dict[str, Any]:
+        """Returns the JSON constructor arguments, with a ``"kind"`` key."""
+        ...
+
+
+class MovingAverage:
+    """Mean of the last ``window`` finite values; non-finite values pass through unsmoothed.
+
+    >>> ma = MovingAverage(2)
+    >>> [ma.update(x) for x in (1.0, 3.0, 5.0)]
+    [1.0, 2.0, 4.0]
+    """
+
+    def __init__(self, window: int) -> None:
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ConfigError(f"MovingAverage window must be an int >= 1, got {window!r}")
+        self.window = window
+        self._values: deque[float] = deque(maxlen=window)
+
+    def update(self, value: float) -> float:
+        """Feeds one raw value and returns the mean of the window."""
+        if not math.isfinite(value):
+            return value
+        self._values.append(value)
+        return math.fsum(self._values) / len(self._values)
+
+    def reset(self) -> None:
+        """Forgets every value seen."""
+        self._values.clear()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Returns ``{"values": [...]}``, the window's content."""
+        return {"values": list(self._values)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restores the window; ConfigError names a bad key."""
+        values = state.get("values")
+        if not isinstance(values, list) or len(values) > self.window:
+            raise ConfigError(f"smoothing state 'values' must be a list of <= {self.window} floats")
+        self._values = deque((as_float(v, "values") for v in values), maxlen=self.window)
+
+    def config(self) -> dict[str, Any]:
+        """Returns ``{"kind": "moving_average", "window": n}``."""
+        return {"kind": "moving_average", "window": self.window}
+
+
+class ExponentialMovingAverage:
+    """EMA ``s = alpha*x + (1-alpha)*s`` started at the first finite value.
+
+    Non-finite values pass through unsmoothed and leave the average unchanged.
+
+    >>> ema = ExponentialMovingAverage(0.5)
+    >>> [ema.update(x) for x in (1.0, 3.0, 5.0)]
+    [1.0, 2.0, 3.5]
+    """
+
+    def __init__(self, alpha: float) -> None:
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha <= 1:
+            raise ConfigError(f"ExponentialMovingAverage alpha must be in (0, 1], got {alpha!r}")
+        self.alpha = float(alpha)
+        self._value: float | None = None
+
+    def update(self, value: float) -> float:
+        """Feeds one raw value and returns the average."""
+        if not math.isfinite(value):
+            return value
+        if self._value is None:
+            self._value = value
+        else:
+            self._value = self.alpha * value + (1.0 - self.alpha) * self._value
+        return self._value
+
+    def reset(self) -> None:
+        """Forgets every value seen."""
+        self._value = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Returns ``{"value": float | None}``."""
+        return {"value": self._value}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restores the average; ConfigError names a bad key."""
+        if "value" not in state:
+            raise ConfigError("smoothing state misses key 'value'")
+        value = state["value"]
+        self._value = None if value is None else as_float(value, "value")
+
+    def config(self) -> dict[str, Any]:
+        """Returns ``{"kind": "ema", "alpha": a}``."""
+        return {"kind": "ema", "alpha": self.alpha}
+
+
+def smoothing_from_config(config: Mapping[str, Any] | Smoothing | None) -> Smoothing | None:
+    """Builds a smoothing filter from its :meth:`config` dict (or passes an object through)."""
+    if config is None or isinstance(config, Smoothing):
+        return config
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"smoothing must be a Smoothing, a config dict or None, got {config!r}")
+    kind = config.get("kind")
+    if kind == "moving_average":
+        return MovingAverage(config.get("window"))  # type: ignore[arg-type]
+    if kind == "ema":
+        return ExponentialMovingAverage(config.get("alpha"))  # type: ignore[arg-type]
+    raise ConfigError(f"smoothing kind must be 'moving_average' or 'ema', got {kind!r}")
+
+
+class Monitor:
+    """The monitored metric and the rule saying when a value is an improvement.
+
+    Improvement with ``min_delta_mode="abs"`` (as Keras and Lightning compute it):
+    ``current + |min_delta| < best`` in min mode, ``current - |min_delta| > best`` in max mode.
+    With ``"rel"``: ``current < best - |min_delta|*|best|`` (min) and
+    ``current > best + |min_delta|*|best|`` (max), sign-safe for negative metrics. Ties are not
+    improvements and NaN never is.
+
+    Args:
+        key: The metric name looked up in a metrics mapping.
+        mode: ``"min"`` or ``"max"``.
+        min_delta: The smallest change that counts as an improvement (its absolute value is used).
+        min_delta_mode: ``"abs"`` or ``"rel"`` (a fraction of ``|best|``).
+        smoothing: An optional filter (:class:`MovingAverage`, :class:`ExponentialMovingAverage`
+            or their config dict) applied by :meth:`observe`.
+
+    >>> m = Monitor("val_loss", mode="min", min_delta=0.1)
+    >>> m.is_improvement(0.85, 1.0), m.is_improvement(0.95, 1.0)
+    (True, False)
+    >>> m.value({"val_loss": 0.5, "acc": 0.9})
+    0.5
+    """
+
+    def __init__(
+        self,
+        key: str = "val_loss",
+        mode: str = "min",
+        min_delta: float = 0.0,
+        min_delta_mode: str = "abs",
+        smoothing: Smoothing | Mapping[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(key, str) or not key:
+            raise ConfigError(f"monitor key must be a non-empty str, got {key!r}")
+        if mode not in ("min", "max"):
+            raise ConfigError(f"mode must be 'min' or 'max', got {mode!r}")
+        if min_delta_mode not in ("abs", "rel"):
+            raise ConfigError(f"min_delta_mode must be 'abs' or 'rel', got {min_delta_mode!r}")
+        if (
+            isinstance(min_delta, bool)
+            or not isinstance(min_delta, (int, float))
+            or not math.isfinite(min_delta)
+        ):
+            raise ConfigError(f"min_delta must be a finite number, got {min_delta!r}")
+        self.key = key
+        self.mode: Mode = "min" if mode == "min" else "max"
+        self.min_delta = abs(float(min_delta))
+        self.min_delta_mode = min_delta_mode
+        self.smoothing = smoothing_from_config(smoothing)
+        self._min = self.mode == "min"
+        self._rel = min_delta_mode == "rel"
+
+    @property
+    def initial_best(self) -> float:
+        """The best value before any evaluation: ``+inf`` (min) or ``-inf`` (max)."""
+        return _INF if self._min else -_INF
+
+    def value(self, metrics: Metrics) -> float:
+        """Looks up the raw monitored value (no smoothing, no state change).
+
+        A float (or anything with ``__float__``) passes through; a mapping gives ``metrics[key]``.
+
+        Raises:
+            MetricNotFoundError: the key is missing; lists the keys that were given.
+            TypeError: the value is not a number.
+        """
+        if type(metrics) is float:
+            return metrics
+        if isinstance(metrics, Mapping):
+            try:
+                raw = metrics[self.key]
+            except KeyError:
+                raise MetricNotFoundError(self.key, metrics.keys()) from None
+            if type(raw) is float:
+                return raw
+            return as_float(raw, self.key)
+        return as_float(metrics, self.key)
+
+    def observe(self, metrics: Metrics) -> float:
+        """Looks up the monitored value and feeds it through the smoothing (stateful)."""
+        current = self.value(metrics)
+        if self.smoothing is not None:
+            current = self.smoothing.update(current)
+        return current
+
+    def is_improvement(self, current: float, best: float) -> bool:
+        """Whether ``current`` improves on ``best`` by more than ``min_delta`` (ties are not)."""
+        if self._rel:
+            if best != best or best in (_INF, -_INF):
+                return current < best if self._min else current > best
+            d = self.min_delta
+            if self._min:
+                return current < (best * (1.0 - d) if best >= 0.0 else best * (1.0 + d))
+            return current > (best * (1.0 + d) if best >= 0.0 else best * (1.0 - d))
+        if self._min:
+            return current + self.min_delta < best
+        return current - self.min_delta > best
+
+    def is_better(self, a: float, b: float) -> bool:
+        """Whether ``a`` is strictly better than ``b`` (no ``min_delta``; NaN is never better)."""
+        return a < b if self._min else a > b
+
+    def sort_key(self, value: float | None) -> tuple[int, float]:
+        """A key sorting values best first; ``None`` and NaN sort last."""
+        if value is None or value != value:
+            return (1, 0.0)
+        return (0, value) if self._min else (0, -value)
+
+    def reset(self) -> None:
+        """Forgets the smoothing state."""
+        if self.smoothing is not None:
+            self.smoothing.reset()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Returns the JSON-serialisable state (the smoothing filter's)."""
+        return {"smoothing": None if self.smoothing is None else self.smoothing.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restores :meth:`state_dict`; ConfigError names a bad key."""
+        if not isinstance(state, Mapping) or "smoothing" not in state:
+            raise ConfigError("monitor state misses key 'smoothing'")
+        sm = state["smoothing"]
+        if self.smoothing is None:
+            if sm is not None:
+                raise ConfigError("monitor state 'smoothing' given but the monitor has none")
+            return
+        if not isinstance(sm, Mapping):
+            raise ConfigError("monitor state 'smoothing' must be a dict")
+        self.smoothing.load_state_dict(sm)
+
+    def config(self) -> dict[str, Any]:
+        """Returns the JSON constructor arguments."""
+        return {
+            "key": self.key,
+            "mode": self.mode,
+            "min_delta": self.min_delta,
+            "min_delta_mode": self.min_delta_mode,
+            "smoothing": None if self.smoothing is None else self.smoothing.config(),
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Monitor:
+        """Builds a Monitor from :meth:`config` output."""
+        known = {"key", "mode", "min_delta", "min_delta_mode", "smoothing"}
+        unknown = set(config) - known
+        if unknown:
+            raise ConfigError(f"unknown monitor config keys: {sorted(unknown)}")
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        extra = "" if self.smoothing is None else f", smoothing={self.smoothing.config()}"
+        return (
+            f"Monitor({self.key!r}, mode={self.mode!r}, min_delta={self.min_delta!r}, "
+            f"min_delta_mode={self.min_delta_mode!r}{extra})"
+        )
