@@ -1,0 +1,530 @@
+"""CheckpointManager: save, rank, keep, restore and verify the checkpoints of one run.
+
+A save goes: flatten -> estimate the size -> free-space check (before touching anything) ->
+(async: copy to reused host buffers on the caller's thread, the rest in the writer thread) ->
+write into a staging dir -> commit -> update the index atomically -> retention decision ->
+index updated again -> delete. A crash at any point leaves a consistent store: the directory is
+the source of truth, and the next open cleans leftovers and reconciles the index with it.
+
+Saving a step that already exists is refused with :class:`~highmark.errors.ConfigError` unless
+``force=True``; then it is replaced atomically on local disk (rename over it; an interrupted
+replace is rolled back at the next open) and, on object stores, which have no rename, the old one
+is deleted before the new one is written.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from highmark.__about__ import __version__
+from highmark.errors import (
+    CheckpointNotFoundError,
+    ConfigError,
+    CorruptCheckpointError,
+    InsufficientSpaceError,
+)
+from highmark.policy.monitor import Monitor
+from highmark.policy.retention import (
+    Retention,
+    RetentionDecision,
+    best_record,
+    monitored_value,
+    retention_from_flags,
+)
+from highmark.store import format as fmt
+from highmark.store.backend import Storage, StorageLock, open_storage
+from highmark.store.index import (
+    INDEX,
+    CheckpointInfo,
+    CheckpointStatus,
+    Entry,
+    IndexState,
+    VerifyReport,
+    entry_from_manifest,
+    load_index,
+    parse_step_dir,
+    step_dir,
+)
+from highmark.store.writer import AsyncWriter, HostSnapshot, add_note
+from highmark.tree import FlatTree, flatten
+
+__all__ = ["CheckpointInfo", "CheckpointManager", "CheckpointStatus", "VerifyReport"]
+
+log = logging.getLogger(__name__)
+
+Which = str | int
+_SPACE_MARGIN = 1 << 20
+
+
+def _metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
+    out = {}
+    for key, value in (metrics or {}).items():
+        try:
+            out[str(key)] = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"metric {key!r} is not a number: {value!r}") from None
+    return out
+
+
+def _metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    data = dict(metadata or {})
+    try:
+        return dict(json.loads(json.dumps(data, allow_nan=True)))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"metadata must be JSON-serialisable: {err}") from None
+
+
+class CheckpointManager:
+    """Saves, ranks, keeps and restores the checkpoints of one run (local path or fsspec URL).
+
+    Args:
+        directory: The run directory: a local path or an fsspec URL such as ``s3://bucket/run``.
+        monitor: The metric that ranks checkpoints: its name or a
+            :class:`~highmark.policy.monitor.Monitor` (pass the stopper's so both agree).
+        mode: ``"min"`` or ``"max"`` when ``monitor`` is a name.
+        keep_best: Keep the k best checkpoints by ``monitor``.
+        keep_last: Keep the n latest checkpoints.
+        keep_every: Keep every checkpoint whose step is a multiple of this, for good.
+        max_bytes: A byte budget for the kept checkpoints (best and latest are always kept).
+        async_save: Write in a background thread; ``save`` blocks only for a host copy.
+        storage_options: Passed to fsspec for URLs.
+        retention: A :class:`~highmark.policy.retention.Retention` replacing the keep_* flags.
+        read_only: Open without the writer lock and without cleaning or saving.
+
+    Ties in the monitored metric rank the older checkpoint first; a checkpoint saved without
+    the monitored metric (or with NaN) is never the best. The best, the latest and protected
+    steps are never deleted.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str] | Storage,
+        monitor: str | Monitor | None = None,
+        mode: str = "min",
+        keep_best: int | None = 1,
+        keep_last: int | None = 1,
+        keep_every: int | None = None,
+        max_bytes: int | None = None,
+        async_save: bool = False,
+        storage_options: dict[str, Any] | None = None,
+        retention: Retention | None = None,
+        read_only: bool = False,
+    ) -> None:
+        self.storage = open_storage(directory, storage_options)
+        self.directory = self.storage.url
+        self.monitor = Monitor(monitor, mode=mode) if isinstance(monitor, str) else monitor
+        self.retention = retention or retention_from_flags(
+            self.monitor, keep_best, keep_last, keep_every, max_bytes
+        )
+        self.read_only = read_only
+        self.async_save = bool(async_save)
+        self._protected: dict[int, str] = {}
+        self._writer: AsyncWriter | None = None
+        self._snapshot = HostSnapshot()
+        self._lock: StorageLock | None = None
+        self._closed = False
+        self._mu = threading.RLock()  # the writer thread updates the index state
+        if not read_only:
+            self.storage.makedirs("")
+            owner = f"highmark CheckpointManager pid {os.getpid()} on {socket.gethostname()}"
+            self._lock = self.storage.lock(owner)
+        try:
+            self._state = self._open()
+        except BaseException:
+            self._release_lock()
+            raise
+
+    # ------------------------------------------------------------------ open / reconcile
+
+    def _open(self) -> IndexState:
+        if not self.read_only:
+            for name in self.storage.recover():
+                log.info("%s: removed leftover %s of an interrupted save", self.directory, name)
+        state = load_index(self.storage)
+        changed = state is None
+        state = state or IndexState()
+        committed: set[int] = set()
+        for name in self.storage.listdir():
+            step = parse_step_dir(name)
+            if step is None:
+                continue
+            if not self.storage.is_committed(name):
+                if not self.read_only:
+                    log.info("%s: removing uncommitted %s", self.directory, name)
+                    self.storage.remove_tree(name)
+                continue
+            committed.add(step)
+            if step not in state.entries:
+                try:
+                    manifest = fmt.read_manifest(self.storage, name)
+                except CorruptCheckpointError as err:
+                    log.warning("%s: not indexing %s: %s", self.directory, name, err)
+                    continue
+                state.entries[step] = entry_from_manifest(self.storage, name, manifest)
+                log.warning("%s: re-indexed committed %s missing from the index", self.url, name)
+                changed = True
+        for step in sorted(set(state.entries) - committed):
+            log.warning("%s: dropping %s from the index: its directory is gone", self.url,
+                        step_dir(step))  # fmt: skip
+            del state.entries[step]
+            changed = True
+        config = self.monitor.config() if self.monitor else None
+        if state.monitor != config or state.best_step not in state.entries:
+            if state.monitor is not None and config is not None and state.monitor != config:
+                log.warning("%s: monitor changed from %s to %s; re-ranking", self.url,
+                            state.monitor, config)  # fmt: skip
+            state.monitor = config
+            best = best_record(self._records(state), self.monitor) if self.monitor else None
+            changed = changed or state.best_step != (best.step if best else None)
+            state.best_step = best.step if best else None
+        if changed and not self.read_only:
+            self._write_index(state)
+        return state
+
+    @property
+    def url(self) -> str:
+        """The run directory as given (path or URL)."""
+        return self.directory
+
+    def _write_index(self, state: IndexState | None = None) -> None:
+        self.storage.replace_atomic(INDEX, (state or self._state).to_bytes(__version__))
+
+    @staticmethod
+    def _records(state: IndexState) -> list[Entry]:
+        return [state.entries[s] for s in sorted(state.entries)]
+
+    # ------------------------------------------------------------------ save
+
+    def save(
+        self,
+        step: int,
+        state: Any,
+        metrics: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        force: bool = False,
+    ) -> CheckpointInfo:
+        """Saves ``state`` as checkpoint ``step``; returns its info (async: as it will be).
+
+        Raises:
+            ConfigError: read-only, closed, a bad step, or ``step`` exists and ``force`` is False.
+            InsufficientSpaceError: the storage cannot hold the checkpoint (nothing was written).
+            UnsupportedStateError: a leaf of ``state`` cannot be stored; names its key path.
+        """
+        self._check_writable("save")
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ConfigError(f"step must be an int >= 0, got {step!r}")
+        metrics_, metadata_ = _metrics(metrics), _metadata(metadata)
+        if self._writer is not None:
+            self._writer.wait()  # back-pressure, and a failed earlier save surfaces here
+        if step in self._state.entries and not force:
+            raise ConfigError(
+                f"{self.url}: step {step} is already saved ({step_dir(step)}); "
+                "pass force=True to replace it"
+            )
+        flat = flatten(state)
+        estimate = fmt.estimate_size(flat)
+        free = self.storage.free_bytes()
+        if free is not None and estimate + _SPACE_MARGIN > free:
+            raise InsufficientSpaceError(
+                errno.ENOSPC,
+                f"checkpoint step {step} needs about {estimate} bytes, only {free} free",
+                self.url,
+            )
+        created = time.time()
+        if not self.async_save:
+            return self._write(step, flat, metrics_, metadata_, created)
+        if self._writer is None:
+            self._writer = AsyncWriter(f"highmark-writer {self.url}")
+        host = self._snapshot.copy(flat)
+        self._writer.submit(
+            lambda: self._write(step, host, metrics_, metadata_, created),
+            what=f"step {step} to {self.url}",
+        )
+        entry = Entry(step, metrics_, metadata_, estimate, created)
+        return self._info(entry, best_step=self._would_be_best(entry))
+
+    def _would_be_best(self, entry: Entry) -> int | None:
+        best = self._state.best_step
+        if self.monitor is None:
+            return None
+        value = monitored_value(entry, self.monitor)
+        if value is None:
+            return best
+        if best is None:
+            return entry.step
+        current = monitored_value(self._state.entries[best], self.monitor)
+        if current is None or self.monitor.is_improvement(value, current):
+            return entry.step
+        return best
+
+    def _write(
+        self, step: int, flat: FlatTree, metrics: dict[str, float], metadata: dict[str, Any],
+        created: float,
+    ) -> CheckpointInfo:  # fmt: skip
+        final = step_dir(step)
+        if not self.storage.is_local and self.storage.exists(final):
+            self._forget(step)
+            self.storage.remove_tree(final)
+        staging = self.storage.staging_dir(final)
+        stage = "writing the files"
+        try:
+            manifest = fmt.write_checkpoint(
+                self.storage, staging, flat, step=step, metrics=metrics, metadata=metadata,
+                created=created,
+            )  # fmt: skip
+            stage = "committing"
+            self.storage.commit_dir(staging, final)
+        except BaseException as err:
+            add_note(err, f"highmark: saving step {step} to {self.url} failed while {stage}")
+            try:
+                self.storage.remove_tree(staging)
+            except Exception as cleanup:  # keep the original error
+                log.warning("%s: could not remove %s: %s", self.url, staging, cleanup)
+            raise
+        with self._mu:
+            return self._record_commit(step, final, manifest, metrics, metadata, created)
+
+    def _record_commit(
+        self, step: int, final: str, manifest: dict[str, Any], metrics: dict[str, float],
+        metadata: dict[str, Any], created: float,
+    ) -> CheckpointInfo:  # fmt: skip
+        entry = entry_from_manifest(self.storage, final, manifest)
+        entry.metrics, entry.metadata, entry.created = metrics, metadata, created
+        self._state.entries[step] = entry
+        replaced_best = self._state.best_step == step
+        if replaced_best or self._would_be_best(entry) == step:
+            if replaced_best and self.monitor is not None:
+                best = best_record(self._records(self._state), self.monitor)
+                self._state.best_step = best.step if best else None
+            else:
+                self._state.best_step = step
+        self._write_index()
+        self._apply(self.retention.decide(self._records(self._state), self._protect_map()), step)
+        if self._lock is not None:
+            self._lock.refresh()
+        return self._info(self._state.entries[step])
+
+    def _forget(self, step: int) -> None:
+        if self._state.entries.pop(step, None) is not None:
+            if self._state.best_step == step:
+                self._state.best_step = None
+            self._write_index()
+
+    def _protect_map(self) -> dict[int, str]:
+        out = dict(self._protected)
+        if self._state.entries:
+            out.setdefault(max(self._state.entries), "latest")
+        if self._state.best_step is not None:
+            out[self._state.best_step] = "best"
+        return out
+
+    def _apply(self, decision: RetentionDecision, trigger: int | None) -> None:
+        """Records the decision in the index, writes it, and only then deletes."""
+        now = time.time()
+        for step, why in decision.keep.items():
+            if step in self._state.entries:
+                self._state.entries[step].kept_by = why
+        for step, why in decision.delete.items():
+            self._state.entries.pop(step, None)
+            self._state.retention_log.append(
+                {"time": now, "trigger": trigger, "step": step, "action": "delete", "reason": why}
+            )
+        for note in decision.notes:
+            log.warning("%s: %s", self.url, note)
+        self._write_index()
+        for step in decision.delete:
+            try:
+                self.storage.remove_tree(step_dir(step))
+            except OSError as err:  # the index no longer lists it; the next open cleans it
+                log.warning("%s: could not delete %s: %s", self.url, step_dir(step), err)
+
+    def wait(self) -> None:
+        """Blocks until every pending save is durable; re-raises a failed one."""
+        if self._writer is not None:
+            self._writer.wait()
+
+    # ------------------------------------------------------------------ queries
+
+    def _info(self, entry: Entry, best_step: int | None = -1) -> CheckpointInfo:
+        best = self._state.best_step if best_step == -1 else best_step
+        latest = max([*self._state.entries, entry.step])
+        return CheckpointInfo(
+            step=entry.step, metrics=dict(entry.metrics), metadata=dict(entry.metadata),
+            size=entry.size, created=entry.created, path=self._path(entry.step),
+            is_best=entry.step == best, is_latest=entry.step == latest, kept_by=entry.kept_by,
+        )  # fmt: skip
+
+    def _path(self, step: int) -> str:
+        return f"{self.url.rstrip('/')}/{step_dir(step)}"
+
+    def _resolve(self, which: Which) -> int:
+        with self._mu:
+            return self._resolve_locked(which)
+
+    def _resolve_locked(self, which: Which) -> int:
+        entries = self._state.entries
+        if which == "latest":
+            if entries:
+                return max(entries)
+        elif which == "best":
+            if self._state.best_step is not None:
+                return self._state.best_step
+        elif isinstance(which, int) and not isinstance(which, bool):
+            if which in entries:
+                return which
+        else:
+            raise ConfigError(f"which must be 'latest', 'best' or a step, got {which!r}")
+        raise CheckpointNotFoundError(
+            f"{self.url}: no checkpoint {which!r} (steps: {sorted(entries) or 'none'})"
+        )
+
+    def checkpoints(self) -> list[CheckpointInfo]:
+        """Every committed checkpoint, oldest step first."""
+        with self._mu:
+            return [self._info(e) for e in self._records(self._state)]
+
+    def info(self, which: Which) -> CheckpointInfo:
+        """The info of ``"latest"``, ``"best"`` or a step; CheckpointNotFoundError when absent."""
+        with self._mu:
+            return self._info(self._state.entries[self._resolve(which)])
+
+    @property
+    def best(self) -> CheckpointInfo | None:
+        """The best checkpoint by the monitor (None without a monitor or a ranked checkpoint)."""
+        with self._mu:
+            step = self._state.best_step
+            return None if step is None else self._info(self._state.entries[step])
+
+    @property
+    def latest(self) -> CheckpointInfo | None:
+        """The checkpoint with the highest step, or None."""
+        with self._mu:
+            entries = self._state.entries
+            return self._info(entries[max(entries)]) if entries else None
+
+    def manifest(self, which: Which) -> dict[str, Any]:
+        """The validated manifest of a checkpoint."""
+        return dict(fmt.read_manifest(self.storage, step_dir(self._resolve(which))))
+
+    def protect(self, step: int, reason: str) -> None:
+        """Never deletes ``step`` while this manager lives (e.g. the step a run resumed from)."""
+        self._protected[int(step)] = reason
+
+    # ------------------------------------------------------------------ restore / verify
+
+    def restore(
+        self,
+        which: Which = "latest",
+        keys: Sequence[str] | None = None,
+        into: Any = None,
+        fallback: bool = False,
+    ) -> Any:
+        """Loads a checkpoint's state tree (``keys``: only those parts; ``into``: fill in place).
+
+        With ``fallback=True`` a damaged checkpoint is skipped for the newest intact one (a
+        warning is logged).
+
+        Raises:
+            CheckpointNotFoundError: no such checkpoint.
+            CorruptCheckpointError: a damaged or missing file, named (without ``fallback``).
+        """
+        self.wait()
+        step = self._resolve(which)
+        candidates = [step]
+        if fallback:
+            candidates += sorted((s for s in self._state.entries if s != step), reverse=True)
+        first: CorruptCheckpointError | None = None
+        for candidate in candidates:
+            name = step_dir(candidate)
+            try:
+                manifest = fmt.read_manifest(self.storage, name)
+                state = fmt.read_checkpoint(self.storage, name, manifest, keys=keys, into=into)
+            except (CorruptCheckpointError, FileNotFoundError) as err:
+                if not fallback:
+                    if isinstance(err, CorruptCheckpointError):
+                        raise
+                    raise CorruptCheckpointError(self._path(candidate), str(err)) from err
+                first = first or CorruptCheckpointError(self._path(candidate), str(err))
+                log.warning("%s: checkpoint %s is damaged (%s); falling back", self.url, name, err)
+                continue
+            if candidate != step:
+                log.warning("%s: restored step %d instead of %r", self.url, candidate, which)
+            return state
+        assert first is not None
+        raise first
+
+    def verify(self, which: Which | None = None) -> VerifyReport:
+        """Checks every file of every (or one) checkpoint against its recorded checksum."""
+        steps = sorted(self._state.entries) if which is None else [self._resolve(which)]
+        report = VerifyReport()
+        for step in steps:
+            name = step_dir(step)
+            status = CheckpointStatus(step, self._path(step))
+            try:
+                if not self.storage.is_committed(name):
+                    status.problems.append(("", "not committed"))
+                else:
+                    status.problems.extend(fmt.verify_checkpoint(self.storage, name))
+            except (CorruptCheckpointError, OSError) as err:
+                status.problems.append((fmt.MANIFEST, str(err)))
+            report.checkpoints.append(status)
+        return report
+
+    def prune(self, retention: Retention, dry_run: bool = False) -> RetentionDecision:
+        """Applies ``retention`` now (best, latest and protected steps are always kept)."""
+        if not dry_run:
+            self._check_writable("prune")
+            self.wait()
+        decision = retention.decide(self._records(self._state), self._protect_map())
+        if not dry_run:
+            self._apply(decision, None)
+        return decision
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _check_writable(self, what: str) -> None:
+        if self._closed:
+            raise ConfigError(f"{self.url}: {what} on a closed CheckpointManager")
+        if self.read_only:
+            raise ConfigError(f"{self.url}: {what} on a read-only CheckpointManager")
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def close(self) -> None:
+        """Waits for pending saves (re-raising a failure) and releases the writer lock."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._writer is not None:
+                self._writer.close()
+        finally:
+            self._release_lock()
+
+    def __enter__(self) -> CheckpointManager:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except BaseException as err:  # do not mask the exception already propagating
+            log.error("%s: a pending save failed while closing: %r", self.url, err)
+
+    def __repr__(self) -> str:
+        n = len(self._state.entries)
+        return f"CheckpointManager({self.url!r}, {n} checkpoints, monitor={self.monitor!r})"

@@ -1,0 +1,189 @@
+"""The async writer: one background thread, one save in flight, errors re-raised later.
+
+:class:`AsyncWriter` runs one job at a time on a daemon thread. Submitting while a job is in
+flight waits for it (back-pressure: memory never grows with the number of pending saves). A job
+that fails keeps its exception, which is re-raised (the original object, its traceback intact,
+with a note saying which save failed) at the next :meth:`~AsyncWriter.submit`,
+:meth:`~AsyncWriter.wait` or :meth:`~AsyncWriter.close`. Interpreter exit drains pending jobs.
+
+:class:`HostSnapshot` copies the tensors of a flat tree into host buffers reused from save to
+save, so the caller can keep training while the copy is written.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from highmark.tree import FlatTree, codec_for_kind, tensor_kinds
+
+__all__ = ["AsyncWriter", "HostSnapshot", "add_note"]
+
+log = logging.getLogger(__name__)
+
+_WRITERS: weakref.WeakSet[AsyncWriter] = weakref.WeakSet()
+
+
+def add_note(err: BaseException, note: str) -> None:
+    """``err.add_note(note)`` (Python >= 3.11), or the same ``__notes__`` list on 3.10."""
+    adder = getattr(err, "add_note", None)
+    if adder is not None:
+        adder(note)
+    else:  # pragma: no cover - Python 3.10
+        notes = list(getattr(err, "__notes__", []))
+        notes.append(note)
+        err.__notes__ = notes  # type: ignore[attr-defined]
+
+
+class AsyncWriter:
+    """Runs save jobs on one background thread, at most one in flight.
+
+    Args:
+        name: The thread's name.
+
+    Attributes:
+        on_backpressure: Called (from the submitting thread) when :meth:`submit` or :meth:`wait`
+            has to wait for a job in flight; for tests and instrumentation.
+    """
+
+    def __init__(self, name: str = "highmark-writer") -> None:
+        self.name = name
+        self.on_backpressure: Callable[[], object] | None = None
+        self._cond = threading.Condition()
+        self._job: tuple[Callable[[], object], str] | None = None
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        _WRITERS.add(self)
+
+    @property
+    def busy(self) -> bool:
+        """Whether a job is in flight."""
+        with self._cond:
+            return self._job is not None
+
+    def submit(self, job: Callable[[], object], what: str) -> None:
+        """Runs ``job`` in the background once the job in flight (if any) has finished.
+
+        Args:
+            job: The work; its exception is kept and re-raised later.
+            what: What the job saves, for the note on a failure (e.g. "step 42 to /runs/a").
+
+        Raises:
+            BaseException: the failure of an earlier job, re-raised here.
+        """
+        with self._cond:
+            if self._closed:
+                raise RuntimeError(f"{self.name}: submit after close")
+            self._drain_locked()
+            self._job = (job, what)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def wait(self) -> None:
+        """Blocks until no job is in flight; re-raises a failed job's exception."""
+        with self._cond:
+            self._drain_locked()
+
+    def close(self) -> None:
+        """Drains the pending job and stops the thread; re-raises a failed job's exception."""
+        with self._cond:
+            if self._closed:
+                self._raise_locked()
+                return
+            try:
+                self._drain_locked()
+            finally:
+                self._closed = True
+                self._cond.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def _drain_locked(self) -> None:
+        if self._job is not None:
+            if self.on_backpressure is not None:
+                self.on_backpressure()
+            self._cond.wait_for(lambda: self._job is None)
+        self._raise_locked()
+
+    def _raise_locked(self) -> None:
+        err, self._error = self._error, None
+        if err is not None:
+            raise err
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._job is not None or self._closed)
+                if self._job is None:
+                    return
+                job, what = self._job
+            try:
+                job()
+            except BaseException as err:  # kept for the caller's thread
+                add_note(err, f"highmark: background save of {what} failed in thread {self.name}")
+                with self._cond:
+                    self._error = err
+            finally:
+                with self._cond:
+                    self._job = None
+                    self._cond.notify_all()
+
+
+@atexit.register
+def _drain_at_exit() -> None:
+    for writer in list(_WRITERS):
+        try:
+            writer.close()
+        except BaseException:
+            log.exception("highmark: a background save failed at interpreter exit")
+
+
+class HostSnapshot:
+    """Copies a flat tree's tensors into host buffers that are reused from save to save.
+
+    A buffer is keyed by (key path, kind, dtype, shape) and reallocated only when those change.
+    The copy goes through the leaf codecs of :mod:`highmark.tree` (contiguous byte views, one
+    memcpy per tensor), so this module never imports a framework.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, tuple[tuple[str, str, tuple[int, ...]], Any, memoryview]] = {}
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held in host buffers."""
+        return sum(len(view) for _, _, view in self._buffers.values())
+
+    def copy(self, flat: FlatTree) -> FlatTree:
+        """Returns a FlatTree with the same skeleton whose tensors are host copies."""
+        kinds = tensor_kinds(flat.skeleton)
+        out: dict[str, Any] = {}
+        for name, leaf in flat.tensors.items():
+            codec = codec_for_kind(kinds[name])
+            dtype, shape = codec.describe(leaf, name)
+            spec = (kinds[name], dtype, shape)
+            held = self._buffers.get(name)
+            if held is None or held[0] != spec:
+                buf = codec.empty(dtype, shape)
+                view = codec.writable_bytes(buf)
+                if view is None:  # pragma: no cover - codecs give contiguous host memory
+                    raise TypeError(f"{name}: host buffer is not writable")
+                held = (spec, buf, view.cast("B") if view.format != "B" else view)
+                self._buffers[name] = held
+            _, buf, view = held
+            offset = 0
+            for chunk in codec.chunks(leaf, 64 << 20):
+                n = chunk.nbytes
+                view[offset : offset + n] = chunk.cast("B") if chunk.format != "B" else chunk
+                offset += n
+            out[name] = buf
+        for name in set(self._buffers) - set(flat.tensors):
+            del self._buffers[name]
+        return FlatTree(tensors=out, skeleton=flat.skeleton)
