@@ -20,6 +20,7 @@ __all__ = [
     "MovingAverage",
     "Smoothing",
     "as_float",
+    "as_monitor",
     "smoothing_from_config",
 ]
 
@@ -173,6 +174,42 @@ def smoothing_from_config(config: Mapping[str, Any] | Smoothing | None) -> Smoot
     raise ConfigError(f"smoothing kind must be 'moving_average' or 'ema', got {kind!r}")
 
 
+def _same(a: float, b: float) -> bool:
+    return a == b or (a != a and b != b)
+
+
+def as_monitor(
+    monitor: str | Monitor | None,
+    mode: str | None = None,
+    min_delta: float = 0.0,
+    min_delta_mode: str = "abs",
+    smoothing: Smoothing | Mapping[str, Any] | None = None,
+    default_key: str = "val_loss",
+) -> Monitor:
+    """Returns ``monitor`` as a :class:`Monitor`, building one from a key when given a str.
+
+    When a Monitor object is given, the other arguments must be left at their defaults or agree
+    with it (ConfigError otherwise), so two sources never disagree about the comparator.
+    """
+    if isinstance(monitor, Monitor):
+        if mode is not None and mode != monitor.mode:
+            raise ConfigError(f"mode={mode!r} conflicts with the given Monitor's {monitor.mode!r}")
+        if min_delta and abs(min_delta) != monitor.min_delta:
+            raise ConfigError(f"min_delta={min_delta!r} conflicts with the given Monitor's")
+        if min_delta_mode != "abs" and min_delta_mode != monitor.min_delta_mode:
+            raise ConfigError(
+                f"min_delta_mode={min_delta_mode!r} conflicts with the given Monitor's"
+            )
+        if smoothing is not None:
+            raise ConfigError("give smoothing to the Monitor, not next to a Monitor object")
+        return monitor
+    if monitor is not None and not isinstance(monitor, str):
+        raise ConfigError(f"monitor must be a str or a Monitor, got {type(monitor).__name__}")
+    return Monitor(
+        monitor or default_key, mode or "min", min_delta, min_delta_mode, smoothing=smoothing
+    )
+
+
 class Monitor:
     """The monitored metric and the rule saying when a value is an improvement.
 
@@ -224,6 +261,7 @@ class Monitor:
         self.smoothing = smoothing_from_config(smoothing)
         self._min = self.mode == "min"
         self._rel = min_delta_mode == "rel"
+        self._last: tuple[int, float, float] | None = None
 
     @property
     def initial_best(self) -> float:
@@ -251,12 +289,22 @@ class Monitor:
             return as_float(raw, self.key)
         return as_float(metrics, self.key)
 
-    def observe(self, metrics: Metrics) -> float:
-        """Looks up the monitored value and feeds it through the smoothing (stateful)."""
+    def observe(self, metrics: Metrics, step: int | None = None) -> float:
+        """Looks up the monitored value and feeds it through the smoothing (stateful).
+
+        Components sharing this Monitor may all call ``observe`` for the same evaluation: a
+        repeated call with the same ``step`` and raw value returns the cached smoothed value
+        instead of feeding the filter twice.
+        """
         current = self.value(metrics)
-        if self.smoothing is not None:
-            current = self.smoothing.update(current)
-        return current
+        if self.smoothing is None:
+            return current
+        last = self._last
+        if step is not None and last is not None and last[0] == step and _same(last[1], current):
+            return last[2]
+        smoothed = self.smoothing.update(current)
+        self._last = None if step is None else (step, current, smoothed)
+        return smoothed
 
     def is_improvement(self, current: float, best: float) -> bool:
         """Whether ``current`` improves on ``best`` by more than ``min_delta`` (ties are not)."""
@@ -283,6 +331,7 @@ class Monitor:
 
     def reset(self) -> None:
         """Forgets the smoothing state."""
+        self._last = None
         if self.smoothing is not None:
             self.smoothing.reset()
 
@@ -302,6 +351,7 @@ class Monitor:
         if not isinstance(sm, Mapping):
             raise ConfigError("monitor state 'smoothing' must be a dict")
         self.smoothing.load_state_dict(sm)
+        self._last = None
 
     def config(self) -> dict[str, Any]:
         """Returns the JSON constructor arguments."""
