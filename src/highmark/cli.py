@@ -1,19 +1,122 @@
-"""The ``highmark`` command line. Commands only delegate to the library."""
+"""The ``highmark`` command line. Commands only delegate to the library.
+
+RUN is a local path or an fsspec URL (``s3://bucket/run``). Options for the filesystem are given
+with ``--storage-option KEY=VALUE`` (repeatable; dotted keys nest, values are parsed as JSON when
+they can be, e.g. ``--storage-option client_kwargs.endpoint_url=http://127.0.0.1:8333``); s3fs
+also reads the usual ``AWS_*`` environment variables (``AWS_ENDPOINT_URL``, keys, region).
+
+Errors print one line on stderr and exit with code 1 (``--debug`` shows the traceback);
+``verify`` exits 1 when a checkpoint is damaged; usage errors exit 2.
+"""
 
 from __future__ import annotations
 
+import functools
+import json
+import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 from highmark.__about__ import __version__
 
 try:
+    import click
     import typer
 except ImportError:  # pragma: no cover - exercised only without the cli extra
     typer = None  # type: ignore[assignment]
 
 _INSTALL_HINT = "the highmark command line needs its extra: pip install 'highmark[cli]'"
+_STATE = {"debug": False}
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(message: str) -> None:
+    print(f"highmark: error: {message}", file=sys.stderr)
+
+
+def _errors(func: F) -> F:
+    """Turns any exception of a command into one line on stderr and exit code 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except Exception as exc:
+            if _STATE["debug"] or os.environ.get("HIGHMARK_DEBUG"):
+                raise
+            text = str(exc).strip().splitlines()
+            _fail(text[0] if text else type(exc).__name__)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def storage_options(pairs: list[str] | None) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs as nested fsspec storage options (dotted keys nest; JSON values)."""
+    options: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--storage-option wants KEY=VALUE, got {pair!r}")
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        target = options
+        *parents, leaf = key.split(".")
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[leaf] = value
+    return options
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+def _json(data: Any) -> None:
+    print(json.dumps(data, indent=2, allow_nan=False))
+
+
+@contextmanager
+def _progress(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr (silent when stderr is not a terminal); yields advance(n)."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    columns = [TextColumn("{task.description}"), BarColumn(), DownloadColumn()]
+    with Progress(*columns, console=_console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+def _age(seconds: float) -> str:
+    for unit, span in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= span:
+            return f"{seconds / span:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _num(value: Any) -> str:
+    return "-" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
+
 
 if typer is not None:
+    from typing import Annotated
+
     app = typer.Typer(
         name="highmark",
         help="Early stopping and model saving: inspect, compare, verify and prune training runs.",
@@ -21,6 +124,11 @@ if typer is not None:
         add_completion=False,
         pretty_exceptions_enable=False,
     )
+    StorageOpt = Annotated[
+        list[str] | None,
+        typer.Option("--storage-option", "-S", metavar="KEY=VALUE", help="fsspec option."),
+    ]
+    JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
     def _version(value: bool) -> None:
         if value:
@@ -32,8 +140,311 @@ if typer is not None:
         version: bool = typer.Option(
             False, "--version", callback=_version, is_eager=True, help="Print the version."
         ),
+        debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
     ) -> None:
         """highmark: stop training at the right time and keep the right models."""
+        _STATE["debug"] = debug
+
+    @app.command("ls")
+    @_errors
+    def ls_cmd(run: str, as_json: JsonOpt = False, storage_option: StorageOpt = None) -> None:
+        """List the checkpoints of RUN: step, metrics, size, age, flags; total disk use."""
+        from rich.table import Table
+
+        from highmark.inspect import list_checkpoints, open_run
+
+        with open_run(run, storage_options(storage_option)) as manager:
+            data = list_checkpoints(manager)
+        if as_json:
+            return _json(data)
+        names: dict[str, None] = {}
+        for row in data["checkpoints"]:
+            names.update(dict.fromkeys(k for k in row["metrics"] if k != data["monitor"]))
+        table = Table(title=f"{data['run']}  (monitor: {data['monitor'] or '-'})")
+        for col in ["step", data["monitor"] or "monitored", *names, "size", "age", "flags"]:
+            table.add_column(col, justify="left" if col == "flags" else "right")
+        for row in data["checkpoints"]:
+            table.add_row(
+                str(row["step"]), _num(row["monitored"]),
+                *(_num(row["metrics"].get(k)) for k in names),
+                _size(row["size"]), _age(row["age_s"]), " ".join(row["flags"]),
+                style="bold green" if "best" in row["flags"] else None,
+            )  # fmt: skip
+        table.caption = f"{data['count']} checkpoint(s), {_size(data['total_bytes'])}"
+        _console().print(table)
+
+    @app.command("show")
+    @_errors
+    def show_cmd(
+        spec: Annotated[str, typer.Argument(metavar="RUN[:STEP|:best|:latest]")],
+        diff: Annotated[str | None, typer.Option(help="Compare with OTHER[:STEP].")] = None,
+        as_json: JsonOpt = False,
+        storage_option: StorageOpt = None,
+    ) -> None:
+        """Show one checkpoint: metadata, tensors with shapes and dtypes, checksums; or --diff."""
+        from rich.table import Table
+
+        from highmark.inspect import checkpoint_dir, open_run, parse_spec, show_checkpoint
+        from highmark.tensorio import diff_tensors
+
+        opts = storage_options(storage_option)
+        url, which = parse_spec(spec)
+        with open_run(url, opts) as manager:
+            if diff is None:
+                data = show_checkpoint(manager, which)
+            else:
+                other_url, other_which = parse_spec(diff)
+                with open_run(other_url, opts) as other:
+                    a, b = manager.info(which), other.info(other_which)
+                    data = diff_tensors(
+                        manager.storage, checkpoint_dir(a), other.storage, checkpoint_dir(b)
+                    )
+                    data = {"a": f"{url}:{a.step}", "b": f"{other_url}:{b.step}", **data}
+        if as_json:
+            return _json(data)
+        console = _console()
+        if diff is not None:
+            table = Table(title=f"{data['a']}  ->  {data['b']}")
+            for col in ("key", "status", "dtype", "shape", "max |b-a|", "rel L2", "cosine"):
+                table.add_column(col, justify="left" if col in ("key", "status") else "right")
+            for t in data["tensors"]:
+                table.add_row(
+                    t["key"], t["status"], str(t["dtype"]), str(t["shape"]),
+                    _num(t.get("max_abs_diff")), _num(t.get("rel_l2")), _num(t.get("cosine")),
+                    style=None if t["status"] == "same" else "yellow",
+                )  # fmt: skip
+            console.print(table)
+            for what in ("added", "removed", "changed"):
+                console.print(f"{what}: {', '.join(data[what]) or 'none'}")
+            return None
+        console.print(f"[bold]{data['run']}[/] step {data['step']}  {' '.join(data['flags'])}")
+        console.print(f"path: {data['path']}  size: {_size(data['size'])}")
+        console.print(f"metrics: {json.dumps(data['metrics'])}")
+        console.print(f"metadata: {json.dumps(data['metadata'])}")
+        files = Table(title="files")
+        for col in ("name", "size", "checksum"):
+            files.add_column(col)
+        for f in data["files"]:
+            files.add_row(str(f.get("name")), _num(f.get("size")), str(f.get("checksum", "-")))
+        tensors = Table(title="tensors")
+        for col in ("key", "dtype", "shape", "bytes", "file"):
+            tensors.add_column(col)
+        for t in data["tensors"]:
+            tensors.add_row(t["key"], t["dtype"], str(t["shape"]), str(t["bytes"]), t["file"])
+        console.print(files, tensors)
+        return None
+
+    @app.command("compare")
+    @_errors
+    def compare_cmd(
+        runs: list[str], as_json: JsonOpt = False, storage_option: StorageOpt = None
+    ) -> None:
+        """Compare runs side by side: best metric and step, stop reason, budget, time, bytes."""
+        from rich.table import Table
+
+        from highmark.inspect import compare_runs
+
+        data = compare_runs(runs, storage_options(storage_option))
+        if as_json:
+            return _json(data)
+        table = Table(title="runs" + (f" — winner: {data['winner']}" if data["winner"] else ""))
+        for col in ("run", "monitor", "best", "best step", "status", "stop reason", "run/budget",
+                    "wall s", "ckpts", "bytes"):  # fmt: skip
+            table.add_column(col, justify="right" if col[0] in "bw" else "left")
+        for r in data["runs"]:
+            table.add_row(
+                ("★ " if r["winner"] else "") + r["run"], f"{r['monitor']} ({r['mode']})",
+                _num(r["best_value"]), _num(r["best_step"]), _num(r["status"]),
+                _num(r["stop_reason"]), f"{_num(r['run_length'])}/{_num(r['budget'])}",
+                _num(r["wall_time"]), str(r["checkpoints"]), _size(r["bytes"]),
+                style="bold green" if r["winner"] else None,
+            )  # fmt: skip
+        console = _console()
+        console.print(table)
+        if data["note"]:
+            console.print(data["note"])
+        return None
+
+    @app.command("verify")
+    @_errors
+    def verify_cmd(run: str, as_json: JsonOpt = False, storage_option: StorageOpt = None) -> None:
+        """Recheck every checksum of RUN: exit 0 when all intact, 1 naming the damaged files."""
+        from highmark.inspect import open_run
+
+        damaged: list[tuple[int, str, str]] = []
+        with open_run(run, storage_options(storage_option)) as manager:
+            steps = [c.step for c in manager.checkpoints()]
+            with _progress("verifying", len(steps)) as advance:
+                for step in steps:
+                    report = manager.verify(step)
+                    damaged += [(step, str(path), str(why)) for path, why in report.damaged]
+                    advance(1)
+        if as_json:
+            rows = [{"step": s, "file": p, "problem": w} for s, p, w in damaged]
+            _json({"run": run, "ok": not damaged, "checkpoints": len(steps), "damaged": rows})
+        else:
+            for step, path, why in damaged:
+                print(f"DAMAGED step {step}: {path}: {why}")
+            print(f"{len(steps)} checkpoint(s) checked, {len(damaged)} damaged file(s)")
+        if damaged:
+            raise typer.Exit(1)
+
+    @app.command("prune")
+    @_errors
+    def prune_cmd(
+        run: str,
+        keep_best: Annotated[int | None, typer.Option(help="Keep the K best.")] = None,
+        keep_last: Annotated[int | None, typer.Option(help="Keep the N latest.")] = None,
+        keep_every: Annotated[int | None, typer.Option(help="Keep every S-th step.")] = None,
+        dry_run: Annotated[bool, typer.Option(help="Only show what would go.")] = False,
+        yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+        as_json: JsonOpt = False,
+        storage_option: StorageOpt = None,
+    ) -> None:
+        """Delete checkpoints by the library's retention rules (best, last, milestones kept)."""
+        from highmark.inspect import open_run, prune_run
+
+        opts = storage_options(storage_option)
+        flags = (keep_best, keep_last, keep_every)
+        if not dry_run and not yes:
+            if not sys.stdin.isatty():
+                raise ValueError("refusing to delete without confirmation: pass --yes")
+            with open_run(run, opts) as manager:
+                plan = prune_run(manager, *flags, dry_run=True)
+            _print_prune(plan)
+            if not plan["delete"] or not typer.confirm("Delete these checkpoints?"):
+                raise typer.Exit(0)
+        with open_run(run, opts, read_only=dry_run) as manager:
+            if dry_run:
+                data = prune_run(manager, *flags, dry_run=True)
+            else:
+                with _console(stderr=True).status("pruning"):
+                    data = prune_run(manager, *flags, dry_run=False)
+        return _json(data) if as_json else _print_prune(data)
+
+    def _print_prune(data: dict[str, Any]) -> None:
+        verb = "would delete" if data["dry_run"] else "deleted"
+        for d in data["delete"]:
+            print(f"{verb} step {d['step']} ({_size(d['size'])}): {d['reason']}")
+        print(f"{verb} {len(data['delete'])} checkpoint(s), {_size(data['bytes_freed'])} freed"
+              f"; kept {len(data['keep'])}")  # fmt: skip
+
+    @app.command("export")
+    @_errors
+    def export_cmd(
+        spec: Annotated[str, typer.Argument(metavar="RUN[:STEP|:best]")],
+        out: Annotated[str, typer.Option("-o", "--out", help="FILE, or DIR/ for a folder.")],
+        key: Annotated[str, typer.Option(help="Top-level key to export ('' = all).")] = "model",
+        storage_option: StorageOpt = None,
+    ) -> None:
+        """Write one standalone safetensors file that load_file/load_state_dict read."""
+        from highmark.inspect import checkpoint_dir, open_run, parse_spec, strict
+        from highmark.tensorio import checkpoint_tensors, export_tensors
+
+        url, which = parse_spec(spec, default="best")
+        with open_run(url, storage_options(storage_option)) as manager:
+            info = manager.info(which)
+            ckpt = checkpoint_dir(info)
+            meta = {"source": f"{url}:{info.step}", "step": str(info.step),
+                    "metrics": json.dumps(strict(dict(info.metrics)))}  # fmt: skip
+            is_dir = out.endswith(("/", os.sep)) or os.path.isdir(out)
+            if is_dir:
+                os.makedirs(out, exist_ok=True)
+                target = os.path.join(out, f"{key or 'checkpoint'}.safetensors")
+                with open(os.path.join(out, "highmark-export.json"), "w", encoding="utf-8") as f:
+                    json.dump({**meta, "metrics": strict(dict(info.metrics))}, f, indent=2)
+            else:
+                target = out
+            total = sum(t.nbytes for t in checkpoint_tensors(manager.storage, ckpt).values())
+            with _progress("exporting", total) as advance:
+                result = export_tensors(manager.storage, ckpt, target, key or None, meta, advance)
+        print(f"exported {result['tensors']} tensor(s), {_size(result['bytes'])} "
+              f"of step {info.step} to {target}")  # fmt: skip
+
+    @app.command("report")
+    @_errors
+    def report_cmd(
+        runs: list[str],
+        out: Annotated[str, typer.Option("-o", "--out", help="HTML file.")] = "report.html",
+        png: Annotated[str | None, typer.Option(help="Also write the plot as PNG.")] = None,
+        storage_option: StorageOpt = None,
+    ) -> None:
+        """Write one self-contained HTML report: curves, best/stop steps, checkpoints."""
+        from highmark.report import write_report
+
+        write_report(runs, out, png=png, storage_options=storage_options(storage_option))
+        print(f"wrote {out}" + (f" and {png}" if png else ""))
+
+    @app.command("replay")
+    @_errors
+    def replay_cmd(
+        curves: Annotated[list[str], typer.Argument(help="Runs, CSV, Keras JSON, metrics.csv.")],
+        monitor: str = "val_loss",
+        patience: str | None = "0..30",
+        min_delta: str | None = None,
+        min_delta_mode: str | None = None,
+        mode: str = "min",
+        baseline: str | None = None,
+        start_from: str | None = None,
+        criteria: Annotated[
+            str | None, typer.Option(help="e.g. none,gl:5,up:3+threshold:0.1")
+        ] = None,
+        smoothing: Annotated[str | None, typer.Option(help="e.g. none,ema:0.3,ma:5")] = None,
+        score: Annotated[str | None, typer.Option(help="Also report regret on this.")] = None,
+        score_mode: str = "max",
+        tolerance: float = 0.01,
+        train_monitor: str = "train_loss",
+        as_json: JsonOpt = False,
+        plot: Annotated[str | None, typer.Option(help="Trade-off plot file.")] = None,
+        storage_option: StorageOpt = None,
+    ) -> None:
+        """What-if: replay stopping policies on recorded curves; recommend the cheapest one.
+
+        Each policy option takes a value, a list (2,5,10) or a range (0..30, 0..0.01:0.002).
+        """
+        from rich.table import Table
+
+        from highmark.inspect import strict
+        from highmark.replay import load_curves, parse_grid, replay
+
+        grid = parse_grid({"patience": patience, "min_delta": min_delta,
+                           "min_delta_mode": min_delta_mode, "baseline": baseline,
+                           "start_from": start_from, "criteria": criteria,
+                           "smoothing": smoothing})  # fmt: skip
+        loaded = load_curves(curves, storage_options(storage_option))
+        result = replay(
+            loaded, grid, monitor=monitor, mode=mode, score=score, score_mode=score_mode,
+            tolerance=tolerance, train_monitor=train_monitor,
+        )  # fmt: skip
+        if plot:
+            from highmark.report import replay_plot
+
+            replay_plot(result, plot)
+        if as_json:
+            return _json(strict(result.to_dict()))
+        table = Table(title=f"{len(grid)} policies x {len(loaded)} curve(s), monitor {monitor}")
+        cols = ["policy", "budget saved", "mean regret", "max regret", "stopped"]
+        for col in cols + (["score regret"] if score else []):
+            table.add_column(col, justify="left" if col == "policy" else "right")
+        for p in result.policies:
+            cells = [p.label, f"{p.mean_saved:.1%}", _num(p.mean_regret), _num(p.max_regret),
+                     f"{p.stopped_fraction:.0%}"]  # fmt: skip
+            cells += [_num(p.mean_score_regret)] if score else []
+            table.add_row(*cells, style="bold green" if p is result.recommended else None)
+        console = _console()
+        console.print(table)
+        console.print(("recommended: " if result.recommended else "") + result.note)
+        return None
+
+    @app.command("demo")
+    @_errors
+    def demo_cmd(
+        out: Annotated[str, typer.Option(help="Run directory.")] = "highmark-demo",
+    ) -> None:
+        """Train a small MLP on scikit-learn's digits with early stopping and checkpoints."""
+        import importlib
+
+        importlib.import_module("highmark.demo").main(out)
 
 
 def main() -> None:
