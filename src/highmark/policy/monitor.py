@@ -162,7 +162,7 @@ class ExponentialMovingAverage:
 
 def smoothing_from_config(config: Mapping[str, Any] | Smoothing | None) -> Smoothing | None:
     """Builds a smoothing filter from its :meth:`config` dict (or passes an object through)."""
-    if config is None or isinstance(config, Smoothing):
+    if config is None or (isinstance(config, Smoothing) and not isinstance(config, type)):
         return config
     if not isinstance(config, Mapping):
         raise ConfigError(f"smoothing must be a Smoothing, a config dict or None, got {config!r}")
