@@ -1,0 +1,363 @@
+"""torch support: the torch leaf codec, dtype names, host snapshots, RNG states, state objects.
+
+This is the only module of the core that imports torch; the store reaches it through
+:func:`highmark.tree.codec_for_kind` ("torch"), so ``import highmark`` and the store stay free of
+torch until a torch tensor is saved or restored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import warnings
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from highmark.errors import UnsupportedStateError
+from highmark.tree import DTYPES, FlatTree, flatten
+
+__all__ = [
+    "TORCH_CODEC",
+    "HostSnapshot",
+    "TorchCodec",
+    "byte_view",
+    "capture_rng",
+    "check_state_object",
+    "dtype_from_name",
+    "dtype_from_safetensors",
+    "dtype_name",
+    "one_thread",
+    "restore_rng",
+    "safetensors_dtype",
+    "writable_byte_view",
+]
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 64 << 20
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """The canonical name of a torch dtype (``torch.bfloat16`` -> ``"bfloat16"``).
+
+    Raises:
+        ValueError: when highmark cannot store tensors of this dtype (e.g. quantized dtypes).
+    """
+    name = str(dtype).removeprefix("torch.")
+    if name not in DTYPES:
+        raise ValueError(f"dtype {dtype} is not storable")
+    return name
+
+
+def dtype_from_name(name: str) -> torch.dtype:
+    """The torch dtype of a canonical name (``"float8_e4m3fn"`` -> ``torch.float8_e4m3fn``).
+
+    Raises:
+        ValueError: when the name is unknown or this torch has no such dtype.
+    """
+    dtype = getattr(torch, name, None) if name in DTYPES else None
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"dtype {name!r} is not available in torch {torch.__version__}")
+    return dtype
+
+
+def safetensors_dtype(dtype: torch.dtype) -> str | None:
+    """The safetensors dtype string of a torch dtype (``"BF16"``), None when stored bytewise."""
+    return DTYPES[dtype_name(dtype)].st
+
+
+def dtype_from_safetensors(st: str) -> torch.dtype:
+    """The torch dtype a safetensors dtype string names (``"F8_E4M3"`` -> ``float8_e4m3fn``).
+
+    Raises:
+        ValueError: for a dtype string safetensors or this torch does not know.
+    """
+    for d in DTYPES.values():
+        if d.st == st:
+            return dtype_from_name(d.name)
+    raise ValueError(f"unknown safetensors dtype {st!r}")
+
+
+def _plain(t: torch.Tensor) -> torch.Tensor:
+    """``t`` without autograd, conjugate or negative bits (copying only when a bit is set)."""
+    t = t.detach()
+    if t.is_conj():
+        t = t.resolve_conj()
+    if t.is_neg():
+        t = t.resolve_neg()
+    return t
+
+
+def _bytes_of(t: torch.Tensor) -> torch.Tensor:
+    """A flat uint8 view of a contiguous tensor's memory (size-1 dims may carry any stride)."""
+    return t.as_strided((t.numel(),), (1,)).view(torch.uint8)
+
+
+def byte_view(t: torch.Tensor) -> memoryview:
+    """A zero-copy byte view of a contiguous CPU tensor (for streaming writes).
+
+    Raises:
+        ValueError: when the tensor is not contiguous CPU memory.
+    """
+    t = _plain(t)
+    if t.device.type != "cpu" or not t.is_contiguous():
+        raise ValueError("byte_view needs a contiguous CPU tensor")
+    return _bytes_of(t).numpy().data
+
+
+def writable_byte_view(t: torch.Tensor) -> memoryview | None:
+    """A writable zero-copy byte view of a tensor (for ``readinto``); None when not possible.
+
+    None is returned for tensors that are not contiguous CPU memory, or that carry a conjugate or
+    negative bit (their memory does not hold their values).
+    """
+    if t.device.type != "cpu" or not t.is_contiguous() or t.is_conj() or t.is_neg():
+        return None
+    return _bytes_of(t.detach()).numpy().data
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run host copies with one torch thread (two threads were once 20x slower here), then
+    restore the previous thread count."""
+    before = torch.get_num_threads()
+    if before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class TorchCodec:
+    """The leaf codec of torch tensors: every dtype of :data:`highmark.tree.DTYPES`, any device.
+
+    Tensors come back on the CPU; a tensor of an exotic dtype (``complex128``, ``complex32``,
+    ``bits*``) is written bytewise. Tensors sharing memory (views, tied weights) are written once
+    each; they come back as separate tensors.
+    """
+
+    kind = "torch"
+
+    def describe(self, leaf: Any, path: str) -> tuple[str, tuple[int, ...]]:
+        if not isinstance(leaf, torch.Tensor):
+            raise UnsupportedStateError(
+                path, f"{type(leaf).__module__}.{type(leaf).__qualname__} is not a tensor"
+            )
+        if leaf.layout != torch.strided or leaf.is_quantized or leaf.is_nested:
+            raise UnsupportedStateError(path, f"{leaf.layout} tensors are not storable")
+        if leaf.device.type == "meta":
+            raise UnsupportedStateError(path, "a meta tensor has no data to store")
+        try:
+            name = dtype_name(leaf.dtype)
+        except ValueError as exc:
+            raise UnsupportedStateError(path, str(exc)) from None
+        return name, tuple(int(n) for n in leaf.shape)
+
+    def chunks(self, leaf: Any, max_bytes: int) -> Iterator[memoryview]:
+        t = leaf.detach()
+        if t.numel() == 0:
+            return
+        if t.device.type == "cpu" and t.is_contiguous() and not (t.is_conj() or t.is_neg()):
+            yield _bytes_of(t).numpy().data
+            return
+        yield from self._blocks(t, max_bytes)
+
+    def _blocks(self, t: torch.Tensor, max_bytes: int) -> Iterator[memoryview]:
+        nbytes = t.numel() * t.element_size()
+        if t.dim() == 0 or nbytes <= max_bytes:
+            block = _plain(t).to("cpu").contiguous()
+            yield _bytes_of(block).numpy().data
+            return
+        row = nbytes // t.shape[0]
+        if row > max_bytes:
+            for i in range(t.shape[0]):
+                yield from self._blocks(t[i], max_bytes)
+            return
+        step = max(1, max_bytes // row)
+        for i in range(0, t.shape[0], step):
+            block = _plain(t[i : i + step]).to("cpu").contiguous()
+            yield _bytes_of(block).numpy().data
+
+    def empty(self, dtype: str, shape: tuple[int, ...]) -> Any:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "ComplexHalf support is experimental")
+            return torch.empty(shape, dtype=dtype_from_name(dtype))
+
+    def from_buffer(self, buffer: memoryview, dtype: str, shape: tuple[int, ...]) -> Any:
+        if len(buffer) == 0:
+            return self.empty(dtype, shape)
+        flat = torch.frombuffer(buffer, dtype=torch.uint8)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "ComplexHalf support is experimental")
+            return flat.view(dtype_from_name(dtype)).reshape(shape)
+
+    def writable_bytes(self, leaf: Any) -> memoryview | None:
+        return writable_byte_view(leaf)
+
+    def assign(self, dest: Any, src: Any) -> None:
+        with torch.no_grad():
+            dest.copy_(src)
+
+
+TORCH_CODEC = TorchCodec()
+
+
+class HostSnapshot:
+    """Host copies of a flat dict of tensors, in buffers reused from save to save.
+
+    An async save copies the state here on the caller's thread (the only blocking part), then
+    writes the copies in the background. Buffers are keyed by name and reallocated only when a
+    tensor's shape, dtype or kind changes (a copy into fresh memory costs 3-6x more). The caller
+    must not take a new snapshot while a write of the previous one is still running.
+
+    Example:
+        >>> snap = HostSnapshot()
+        >>> copies = snap.copy({"w": torch.ones(2)})
+        >>> copies["w"].tolist(), snap.allocations
+        ([1.0, 1.0], 1)
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, Any] = {}
+        self.allocations = 0  #: buffers allocated by the last :meth:`copy`
+
+    def copy(self, tensors: Mapping[str, Any]) -> dict[str, Any]:
+        """Copy every tensor (torch or numpy) into its host buffer; returns name -> buffer."""
+        out: dict[str, Any] = {}
+        self.allocations = 0
+        cuda = False
+        with one_thread(), torch.no_grad():
+            for name, src in tensors.items():
+                buf = self._buffer(name, src)
+                if isinstance(src, torch.Tensor):
+                    cuda = cuda or src.device.type == "cuda"
+                    buf.copy_(_plain(src), non_blocking=src.device.type == "cuda")
+                else:
+                    np.copyto(buf, src)
+                out[name] = buf
+        if cuda:
+            torch.cuda.synchronize()
+        self._buffers = {name: self._buffers[name] for name in out}
+        return out
+
+    def _buffer(self, name: str, src: Any) -> Any:
+        buf = self._buffers.get(name)
+        if isinstance(src, torch.Tensor):
+            if not (
+                isinstance(buf, torch.Tensor) and buf.shape == src.shape and buf.dtype == src.dtype
+            ):
+                pin = src.device.type == "cuda"
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", "ComplexHalf support is experimental")
+                    buf = torch.empty(src.shape, dtype=src.dtype, pin_memory=pin)
+                self.allocations += 1
+        elif not (
+            isinstance(buf, np.ndarray) and buf.shape == src.shape and buf.dtype == src.dtype
+        ):
+            buf = np.empty(src.shape, dtype=src.dtype)
+            self.allocations += 1
+        self._buffers[name] = buf
+        return buf
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held in host buffers."""
+        return sum(
+            b.numel() * b.element_size() if isinstance(b, torch.Tensor) else b.nbytes
+            for b in self._buffers.values()
+        )
+
+    def clear(self) -> None:
+        """Release every host buffer."""
+        self._buffers.clear()
+
+
+def capture_rng() -> dict[str, Any]:
+    """The RNG states of Python, NumPy (global), torch CPU and CUDA (when available), as a tree.
+
+    The tree holds only tensors, numpy arrays and JSON scalars, so it is saved like any state.
+    """
+    version, internal, gauss = random.getstate()
+    algorithm, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    state: dict[str, Any] = {
+        "python": {
+            "version": int(version),
+            "state": np.asarray(internal, dtype=np.uint32),
+            "gauss": gauss,
+        },
+        "numpy": {
+            "algorithm": str(algorithm),
+            "keys": np.array(keys, dtype=np.uint32),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = list(torch.cuda.get_rng_state_all())
+    return state
+
+
+def restore_rng(state: Mapping[str, Any]) -> None:
+    """Restore RNG states captured by :func:`capture_rng` (parts missing from ``state`` are left
+    alone; CUDA states are restored for the devices present, with a warning when counts differ)."""
+    if "python" in state:
+        py = state["python"]
+        internal = tuple(int(x) for x in np.asarray(py["state"]).tolist())
+        gauss = py["gauss"]
+        random.setstate((int(py["version"]), internal, None if gauss is None else float(gauss)))
+    if "numpy" in state:
+        st = state["numpy"]
+        np.random.set_state(
+            (
+                str(st["algorithm"]),
+                np.asarray(st["keys"], dtype=np.uint32),
+                int(st["pos"]),
+                int(st["has_gauss"]),
+                float(st["cached_gaussian"]),
+            )
+        )
+    if "torch" in state:
+        torch.set_rng_state(torch.as_tensor(state["torch"], dtype=torch.uint8).cpu())
+    if "cuda" in state:
+        saved = list(state["cuda"])
+        if not torch.cuda.is_available():
+            log.warning("checkpoint holds CUDA RNG states but CUDA is not available; not restored")
+            return
+        count = torch.cuda.device_count()
+        if count != len(saved):
+            log.warning(
+                "checkpoint holds CUDA RNG states for %d devices, %d present; restoring %d",
+                len(saved),
+                count,
+                min(count, len(saved)),
+            )
+        for device, rng in enumerate(saved[:count]):
+            torch.cuda.set_rng_state(torch.as_tensor(rng, dtype=torch.uint8).cpu(), device)
+
+
+def check_state_object(name: str, obj: Any) -> FlatTree:
+    """Check that ``obj`` has ``state_dict``/``load_state_dict`` and that its state is storable.
+
+    Returns the flattened ``{name: obj.state_dict()}``, so key paths start with ``name``.
+
+    Raises:
+        UnsupportedStateError: naming ``name`` (no state methods) or the key path of the first
+            value that cannot be stored (e.g. ``scheduler.lr_lambdas.0``).
+    """
+    missing = [m for m in ("state_dict", "load_state_dict") if not callable(getattr(obj, m, None))]
+    if missing:
+        raise UnsupportedStateError(
+            name,
+            f"{type(obj).__qualname__} has no {' or '.join(m + '()' for m in missing)}; "
+            "track objects with state_dict()/load_state_dict()",
+        )
+    return flatten({name: obj.state_dict()})

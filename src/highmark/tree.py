@@ -1,0 +1,459 @@
+"""State trees: a nested state <-> a flat ``{key.path: tensor}`` map plus a JSON skeleton.
+
+A *state* is a tree of ``dict`` (also ``OrderedDict``) / ``list`` / ``tuple`` whose leaves are
+tensors (torch tensors, numpy arrays and numpy scalars) or JSON scalars (``int``, ``float``
+including nan/inf, ``bool``, ``str``, ``None``). :func:`flatten` splits it into the tensors, keyed
+by *key path* (keys joined with ``"."``: ``model.layer1.weight``, ``optimizer.state.3.exp_avg``),
+and a JSON-serialisable *skeleton*; :func:`unflatten` puts them back together with the same types:
+int dict keys stay int, tuples stay tuples, torch comes back torch and numpy numpy.
+
+Skeleton nodes (plain JSON):
+
+- a JSON scalar is its own node (``3``, ``0.5``, ``NaN``, ``"adam"``, ``null``);
+- ``{"dict": [[key, node], ...]}`` and ``{"odict": [...]}`` (keys are str or int, in order);
+- ``{"list": [node, ...]}`` and ``{"tuple": [node, ...]}``;
+- ``{"tensor": kind}`` for a tensor leaf, ``kind`` being ``"torch"`` or ``"numpy"``; a numpy
+  scalar adds ``"scalar": true``. The tensor's name is its key path.
+
+Every node of a tree must have its own key path: ``{"a.b": x, "a": {"b": y}}`` is refused, since
+``a.b`` would name two things.
+
+Tensors are handled by *leaf codecs* (:class:`LeafCodec`) keyed by the leaf's top-level module:
+numpy's is built in; torch's lives in :mod:`highmark.torch` and is imported lazily, by name, the
+first time a torch tensor is met or a torch tensor must be rebuilt, so this module (and the store
+built on it) never imports torch itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from highmark.errors import ConfigError, UnsupportedStateError
+
+__all__ = [
+    "DTYPES",
+    "DType",
+    "FlatTree",
+    "LeafCodec",
+    "NumpyCodec",
+    "codec_for_kind",
+    "flatten",
+    "select",
+    "tensor_kinds",
+    "top_level_keys",
+    "unflatten",
+]
+
+_JSON_SCALARS = (int, float, bool, str, type(None))
+_CONTAINERS = ("dict", "odict", "list", "tuple")
+
+
+@dataclass(frozen=True)
+class DType:
+    """One tensor dtype: its canonical name, item size and safetensors spelling.
+
+    ``st`` is the safetensors dtype string, or ``None`` for a dtype safetensors cannot name; such
+    a tensor is stored bytewise (``U8``, shape ``[nbytes]``) with the true dtype in our manifest.
+    ``st_bits`` is the width of one safetensors element (4 for ``F4``, whose header shape counts
+    the two values packed in each ``float4_e2m1fn_x2`` byte).
+    """
+
+    name: str
+    itemsize: int
+    st: str | None
+    st_bits: int = 0
+
+    def header_entry(self, shape: Sequence[int], nbytes: int) -> tuple[str, list[int]]:
+        """The safetensors ``(dtype, shape)`` this dtype is written with."""
+        if self.st is None or (self.st_bits == 4 and len(shape) == 0):
+            return "U8", [nbytes]
+        if self.st_bits == 4:
+            return self.st, [*shape[:-1], shape[-1] * 2]
+        return self.st, list(shape)
+
+
+def _dt(name: str, itemsize: int, st: str | None, st_bits: int = 0) -> DType:
+    return DType(name, itemsize, st, st_bits or itemsize * 8)
+
+
+#: Every dtype highmark stores, by canonical name (torch's name without ``torch.``; numpy's name).
+DTYPES: dict[str, DType] = {
+    d.name: d
+    for d in (
+        _dt("float64", 8, "F64"),
+        _dt("float32", 4, "F32"),
+        _dt("float16", 2, "F16"),
+        _dt("bfloat16", 2, "BF16"),
+        _dt("int64", 8, "I64"),
+        _dt("int32", 4, "I32"),
+        _dt("int16", 2, "I16"),
+        _dt("int8", 1, "I8"),
+        _dt("uint64", 8, "U64"),
+        _dt("uint32", 4, "U32"),
+        _dt("uint16", 2, "U16"),
+        _dt("uint8", 1, "U8"),
+        _dt("bool", 1, "BOOL"),
+        _dt("complex64", 8, "C64"),
+        _dt("float8_e4m3fn", 1, "F8_E4M3"),
+        _dt("float8_e5m2", 1, "F8_E5M2"),
+        _dt("float8_e4m3fnuz", 1, "F8_E4M3FNUZ"),
+        _dt("float8_e5m2fnuz", 1, "F8_E5M2FNUZ"),
+        _dt("float8_e8m0fnu", 1, "F8_E8M0"),
+        _dt("float4_e2m1fn_x2", 1, "F4", 4),
+        _dt("complex128", 16, None),
+        _dt("complex32", 4, None),
+        _dt("bits8", 1, None),
+        _dt("bits16", 2, None),
+        _dt("bits1x8", 1, None),
+        _dt("bits2x4", 1, None),
+        _dt("bits4x2", 1, None),
+    )
+}
+
+
+class LeafCodec(Protocol):
+    """How the store reads and writes the bytes of one kind of tensor leaf."""
+
+    kind: str
+
+    def describe(self, leaf: Any, path: str) -> tuple[str, tuple[int, ...]]:
+        """The leaf's canonical dtype name and shape; UnsupportedStateError when unstorable."""
+        ...
+
+    def chunks(self, leaf: Any, max_bytes: int) -> Iterator[memoryview]:
+        """The leaf's bytes (row-major, little-endian) as views, copying at most ``max_bytes``
+        at a time (only a non-contiguous, non-CPU or big-endian leaf is copied)."""
+        ...
+
+    def empty(self, dtype: str, shape: tuple[int, ...]) -> Any:
+        """A new, uninitialised leaf on the host."""
+        ...
+
+    def from_buffer(self, buffer: memoryview, dtype: str, shape: tuple[int, ...]) -> Any:
+        """A leaf over ``buffer`` (writable, exactly the leaf's bytes) without copying."""
+        ...
+
+    def writable_bytes(self, leaf: Any) -> memoryview | None:
+        """A writable byte view of the leaf's memory, or None when it is not contiguous host
+        memory (then the store reads into a temporary leaf and calls :meth:`assign`)."""
+        ...
+
+    def assign(self, dest: Any, src: Any) -> None:
+        """Copy ``src`` (same dtype and shape, host memory) into ``dest`` in place."""
+        ...
+
+
+class NumpyCodec:
+    """The leaf codec of numpy arrays (little-endian bytes, any dtype in :data:`DTYPES`)."""
+
+    kind = "numpy"
+
+    def describe(self, leaf: Any, path: str) -> tuple[str, tuple[int, ...]]:
+        if type(leaf) is not np.ndarray:
+            raise UnsupportedStateError(
+                path, f"numpy {type(leaf).__qualname__} is not storable (plain ndarray only)"
+            )
+        name = leaf.dtype.name
+        if name not in DTYPES or leaf.dtype.fields is not None:
+            raise UnsupportedStateError(path, f"numpy dtype {leaf.dtype} is not storable")
+        return name, tuple(int(n) for n in leaf.shape)
+
+    def chunks(self, leaf: Any, max_bytes: int) -> Iterator[memoryview]:
+        arr: np.ndarray[Any, Any] = leaf
+        little = arr.dtype.newbyteorder("<")
+        if arr.flags.c_contiguous and arr.dtype == little:
+            if arr.nbytes:
+                yield arr.reshape(-1).view(np.uint8).data
+            return
+        yield from _chunked(arr, max_bytes, lambda a: np.ascontiguousarray(a, dtype=little))
+
+    def empty(self, dtype: str, shape: tuple[int, ...]) -> Any:
+        return np.empty(shape, dtype=np.dtype(dtype))
+
+    def from_buffer(self, buffer: memoryview, dtype: str, shape: tuple[int, ...]) -> Any:
+        if len(buffer) == 0:
+            return self.empty(dtype, shape)
+        return np.frombuffer(buffer, dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape)
+
+    def writable_bytes(self, leaf: Any) -> memoryview | None:
+        arr: np.ndarray[Any, Any] = leaf
+        if not (arr.flags.c_contiguous and arr.flags.writeable) or arr.dtype.byteorder == ">":
+            return None
+        return arr.reshape(-1).view(np.uint8).data
+
+    def assign(self, dest: Any, src: Any) -> None:
+        np.copyto(dest, src)
+
+
+def _chunked(arr: Any, max_bytes: int, contiguous: Any) -> Iterator[memoryview]:
+    """Row blocks of a numpy array as contiguous byte views, at most ~``max_bytes`` each."""
+    if arr.size == 0:
+        return
+    if arr.ndim == 0 or arr.nbytes <= max_bytes:
+        yield contiguous(arr).reshape(-1).view(np.uint8).data
+        return
+    row = arr.nbytes // arr.shape[0]
+    if row > max_bytes:
+        for i in range(arr.shape[0]):
+            yield from _chunked(arr[i], max_bytes, contiguous)
+        return
+    step = max(1, max_bytes // row)
+    for i in range(0, arr.shape[0], step):
+        yield contiguous(arr[i : i + step]).reshape(-1).view(np.uint8).data
+
+
+_NUMPY = NumpyCodec()
+#: Leaf codecs by the leaf's top-level module: an instance, or "module:attribute" loaded lazily.
+_CODECS: dict[str, LeafCodec | str] = {"numpy": _NUMPY, "torch": "highmark.torch:TORCH_CODEC"}
+
+
+def codec_for_kind(kind: str) -> LeafCodec:
+    """The leaf codec for ``kind`` ("numpy" or "torch"); the torch one is imported here, lazily.
+
+    This is the one place highmark imports a module by name, so that the store can give back torch
+    tensors without importing torch itself.
+
+    Raises:
+        KeyError: when no codec is registered for ``kind``.
+    """
+    codec = _CODECS[kind]
+    if isinstance(codec, str):
+        module, _, attr = codec.partition(":")
+        codec = getattr(importlib.import_module(module), attr)
+        _CODECS[kind] = codec
+    assert not isinstance(codec, str)
+    return codec
+
+
+@dataclass
+class FlatTree:
+    """A flattened state: its tensors by key path (tree order) and the JSON skeleton."""
+
+    tensors: dict[str, Any]
+    skeleton: Any
+
+
+def _join(prefix: str, key: str | int) -> str:
+    return f"{prefix}.{key}" if prefix else str(key)
+
+
+def _type_name(value: Any) -> str:
+    return f"{type(value).__module__}.{type(value).__qualname__}"
+
+
+def flatten(tree: Any) -> FlatTree:
+    """Split a state tree into its tensors (by key path) and a JSON skeleton.
+
+    Raises:
+        UnsupportedStateError: naming the key path of the first value that cannot be stored, or of
+            a key path that two entries of the tree share.
+    """
+    tensors: dict[str, Any] = {}
+    seen: set[str] = set()
+
+    def claim(path: str) -> None:
+        if path in seen:
+            raise UnsupportedStateError(
+                path,
+                "two entries of the state have this key path (a key containing '.' next to a "
+                "nested key, or an int and a str key with the same digits); rename one",
+            )
+        seen.add(path)
+
+    def walk(node: Any, path: str) -> Any:
+        kind = type(node)
+        if kind is float or kind is int or kind is bool or kind is str or node is None:
+            return node
+        if kind is dict or kind is OrderedDict:
+            items = []
+            for key, value in node.items():
+                if type(key) is not str and type(key) is not int:
+                    raise UnsupportedStateError(
+                        _join(path, repr(key)),
+                        f"dict key of type {_type_name(key)} (only str and int keys are stored)",
+                    )
+                if type(key) is str and not _utf8(key):
+                    raise UnsupportedStateError(path, f"dict key {key!r} is not valid unicode")
+                child = _join(path, key)
+                claim(child)
+                items.append([key, walk(value, child)])
+            return {"odict" if kind is OrderedDict else "dict": items}
+        if kind is list or kind is tuple:
+            out = []
+            for i, value in enumerate(node):
+                child = _join(path, i)
+                claim(child)
+                out.append(walk(value, child))
+            return {"list" if kind is list else "tuple": out}
+        if isinstance(node, np.generic):
+            arr = np.asarray(node)
+            _NUMPY.describe(arr, path)
+            tensors[path] = arr
+            return {"tensor": "numpy", "scalar": True}
+        module = kind.__module__.partition(".")[0]
+        if module in _CODECS:
+            codec = codec_for_kind(module)
+            codec.describe(node, path)
+            tensors[path] = node
+            return {"tensor": codec.kind}
+        raise UnsupportedStateError(
+            path,
+            f"value of type {_type_name(node)} cannot be stored: a state holds dict/list/tuple "
+            "of torch tensors, numpy arrays and JSON scalars (int, float, bool, str, None)",
+        )
+
+    skeleton = walk(tree, "")
+    return FlatTree(tensors=tensors, skeleton=skeleton)
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def unflatten(skeleton: Any, tensors: Mapping[str, Any]) -> Any:
+    """Rebuild the state tree from its skeleton and its tensors (already of the right kind)."""
+
+    def walk(node: Any, path: str) -> Any:
+        if not isinstance(node, dict):
+            return node
+        if "tensor" in node:
+            leaf = tensors[path]
+            return leaf[()] if node.get("scalar") else leaf
+        (tag, body), *_ = node.items()
+        if tag in ("dict", "odict"):
+            pairs = ((key, walk(value, _join(path, key))) for key, value in body)
+            return OrderedDict(pairs) if tag == "odict" else dict(pairs)
+        items = [walk(value, _join(path, i)) for i, value in enumerate(body)]
+        return tuple(items) if tag == "tuple" else items
+
+    return walk(skeleton, "")
+
+
+def _nodes(skeleton: Any) -> Iterator[tuple[str, Any]]:
+    """Every (key path, node) of a skeleton below the root, validating its structure.
+
+    Raises:
+        ValueError: when the skeleton is malformed or two nodes share a key path.
+    """
+    seen: set[str] = set()
+    stack: list[tuple[str, Any]] = [("", skeleton)]
+    while stack:
+        path, node = stack.pop()
+        if path:
+            if path in seen:
+                raise ValueError(f"key path {path!r} appears twice")
+            seen.add(path)
+            yield path, node
+        if not isinstance(node, dict):
+            if not isinstance(node, _JSON_SCALARS):
+                raise ValueError(
+                    f"{path or '<root>'}: {type(node).__name__} is not a skeleton node"
+                )
+            continue
+        if "tensor" in node:
+            if node["tensor"] not in _CODECS or not set(node) <= {"tensor", "scalar"}:
+                raise ValueError(f"{path or '<root>'}: bad tensor node {node!r}")
+            continue
+        if len(node) != 1 or next(iter(node)) not in _CONTAINERS:
+            raise ValueError(f"{path or '<root>'}: bad skeleton node with keys {sorted(node)}")
+        tag, body = next(iter(node.items()))
+        if not isinstance(body, list):
+            raise ValueError(f"{path or '<root>'}: {tag} body is not a list")
+        children: list[tuple[str, Any]] = []
+        if tag in ("dict", "odict"):
+            for pair in body:
+                ok = isinstance(pair, list) and len(pair) == 2
+                if not ok or type(pair[0]) not in (str, int):
+                    raise ValueError(f"{path or '<root>'}: bad dict entry {pair!r:.80}")
+                children.append((_join(path, pair[0]), pair[1]))
+        else:
+            children = [(_join(path, i), child) for i, child in enumerate(body)]
+        stack.extend(reversed(children))
+
+
+def tensor_kinds(skeleton: Any) -> dict[str, str]:
+    """The tensor leaves of a skeleton: key path -> kind ("torch" or "numpy"), in tree order.
+
+    Raises:
+        ValueError: when the skeleton is malformed (e.g. read from a damaged manifest).
+    """
+    if isinstance(skeleton, dict) and "tensor" in skeleton:
+        list(_nodes(skeleton))
+        return {"": str(skeleton["tensor"])}
+    return {
+        path: str(node["tensor"])
+        for path, node in _nodes(skeleton)
+        if isinstance(node, dict) and "tensor" in node
+    }
+
+
+def select(skeleton: Any, keys: Sequence[str]) -> Any:
+    """The part of a skeleton under the given key paths (``["model"]``, ``["optimizer.state"]``).
+
+    Containers on the way keep only the selected branches; a list or tuple that loses elements
+    comes back as a dict keyed by the kept indices, so key paths into the result stay the same.
+
+    Raises:
+        ConfigError: when a key path is not in the tree (the message lists the top-level keys).
+    """
+    if isinstance(keys, str):
+        raise ConfigError(f"keys must be a list of key paths, not the string {keys!r}")
+    wanted = set(keys)
+    if not wanted:
+        raise ConfigError("keys must name at least one key path")
+    found: set[str] = set()
+
+    def walk(node: Any, path: str) -> Any | None:
+        if not isinstance(node, dict) or "tensor" in node:
+            return None
+        tag, body = next(iter(node.items()))
+        pairs = list(body) if tag in ("dict", "odict") else list(enumerate(body))
+        kept = []
+        for key, child in pairs:
+            cpath = _join(path, key)
+            if cpath in wanted:
+                found.add(cpath)
+                kept.append([key, child])
+            elif any(w.startswith(cpath + ".") for w in wanted):
+                sub = walk(child, cpath)
+                if sub is not None:
+                    kept.append([key, sub])
+        if not kept:
+            return None
+        if tag in ("list", "tuple"):
+            if len(kept) == len(pairs):
+                return {tag: [child for _, child in kept]}
+            tag = "dict"
+        return {tag: kept}
+
+    result = walk(skeleton, "")
+    missing = sorted(wanted - found)
+    if missing:
+        top = [str(p) for p, _ in _top_level(skeleton)]
+        raise ConfigError(
+            f"key path(s) {', '.join(map(repr, missing))} not in the checkpoint "
+            f"(top-level keys: {', '.join(top) or 'none'})"
+        )
+    return result
+
+
+def _top_level(skeleton: Any) -> list[tuple[str | int, Any]]:
+    if not isinstance(skeleton, dict) or "tensor" in skeleton:
+        return []
+    tag, body = next(iter(skeleton.items()))
+    return [tuple(p) for p in body] if tag in ("dict", "odict") else list(enumerate(body))
+
+
+def top_level_keys(skeleton: Any) -> list[tuple[str | int, Any]]:
+    """The root's (key, child node) pairs; empty when the root is not a container."""
+    return _top_level(skeleton)
