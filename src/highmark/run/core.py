@@ -1,0 +1,619 @@
+"""`Run`: one object that drives a PyTorch training loop — stop, save, restore the best, resume.
+
+A Run joins three parts that share one comparator: an :class:`~highmark.EarlyStopping` (when to
+stop), a :class:`~highmark.CheckpointManager` ranking checkpoints with the stopper's own
+:class:`~highmark.Monitor` (what to keep), and the torch capture of everything needed to continue
+exactly (model, optimizer, scheduler, scaler, stopper, counters, data order and RNG states).
+
+Saves happen at *step boundaries*: when the loop asks :meth:`Run.epochs` (or :meth:`Run.steps`)
+for the next epoch, after the whole body — training, evaluation, ``run.report(...)``, a scheduler
+step — has run. A checkpoint therefore always holds a state the loop can continue from.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from highmark.errors import ConfigError
+from highmark.history import HistoryWriter, metric_value
+from highmark.run.loader import ResumableLoader
+from highmark.run.signals import SignalCatcher, signal_name
+from highmark.run.summary import summary_text
+
+if TYPE_CHECKING:
+    from highmark.policy.stopping import EarlyStopping
+    from highmark.store.manager import CheckpointManager
+
+__all__ = ["Run"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_RESERVED = "highmark"
+_STATE_VERSION = 1
+
+
+class Run:
+    """Drives a training loop: stops early, keeps the best checkpoints, resumes bit-exactly.
+
+    Args:
+        directory: where checkpoints, ``run.json`` and ``history.jsonl`` go (path or fsspec URL).
+        monitor: the metric to watch (ignored when ``stopping`` is given).
+        mode: ``"min"`` or ``"max"``.
+        patience: evaluations without improvement before stopping.
+        stopping: a ready :class:`~highmark.EarlyStopping` instead of the three arguments above
+            and ``stopping_kwargs``.
+        keep_best: how many best checkpoints to keep.
+        keep_last: how many latest checkpoints to keep.
+        keep_every: keep every checkpoint whose step is a multiple of this, for good.
+        save_every: save every N evaluations, or ``"auto"`` (Young's formula with ``mtbf``).
+            An evaluation that improves the monitored metric is always saved, and so is the
+            final state.
+        mtbf: mean time between failures in seconds, for ``save_every="auto"``.
+        restore_best: when the loop ends for any reason after at least one evaluation, load the
+            best checkpoint's weights into the tracked model(s).
+        resume: continue from the latest intact checkpoint in ``directory`` when there is one.
+        async_save: write checkpoints in a background thread (the loop waits only for the copy).
+        storage_options: passed to fsspec for remote directories.
+        handle_signals: save and exit cleanly on SIGTERM / SIGINT / SIGUSR1.
+        **stopping_kwargs: any other :class:`~highmark.EarlyStopping` argument (``min_delta``,
+            ``baseline``, ``start_from``, ``criteria``, ``lr_schedule``, ...).
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        monitor: str = "val_loss",
+        mode: str = "min",
+        patience: int = 10,
+        *,
+        stopping: EarlyStopping | None = None,
+        keep_best: int = 3,
+        keep_last: int = 1,
+        keep_every: int | None = None,
+        save_every: int | str = 1,
+        mtbf: float | None = None,
+        restore_best: bool = True,
+        resume: bool = True,
+        async_save: bool = True,
+        storage_options: Mapping[str, Any] | None = None,
+        handle_signals: bool = True,
+        **stopping_kwargs: Any,
+    ) -> None:
+        from highmark.policy.stopping import EarlyStopping
+        from highmark.store.manager import CheckpointManager
+
+        if stopping is not None:
+            if stopping_kwargs or (monitor, mode, patience) != ("val_loss", "min", 10):
+                raise ConfigError(
+                    "give either stopping=EarlyStopping(...) or monitor/mode/patience and other "
+                    "EarlyStopping arguments, not both"
+                )
+            self.stopping = stopping
+        else:
+            self.stopping = EarlyStopping(
+                monitor=monitor, mode=mode, patience=patience, **stopping_kwargs
+            )
+        if save_every == "auto":
+            if mtbf is None or isinstance(mtbf, bool) or not 0 < float(mtbf) < math.inf:
+                raise ConfigError(f'save_every="auto" needs mtbf= in seconds (> 0), got {mtbf!r}')
+        elif isinstance(save_every, bool) or not isinstance(save_every, int) or save_every < 1:
+            raise ConfigError(f'save_every must be an int >= 1 or "auto", got {save_every!r}')
+        elif mtbf is not None:
+            raise ConfigError('mtbf= is only used with save_every="auto"')
+        self.save_every = save_every
+        self.mtbf = None if mtbf is None else float(mtbf)
+        self.restore_best = restore_best
+        self.resume = resume
+        self.handle_signals = handle_signals
+        self.monitor = self.stopping.monitor
+        self.manager: CheckpointManager = CheckpointManager(
+            directory,
+            monitor=self.monitor,
+            keep_best=keep_best,
+            keep_last=keep_last,
+            keep_every=keep_every,
+            async_save=async_save,
+            storage_options=dict(storage_options or {}),
+        )
+        self.directory = str(self.manager.directory)
+        self._history = HistoryWriter(self.manager.storage)
+        self._tracked: dict[str, Any] = {}
+        self._loaders: dict[str, ResumableLoader[Any]] = {}
+        self._loader_states: dict[str, Any] = {}
+        self._signals = SignalCatcher()
+        # where the loop stands
+        self._unit: str | None = None  # "epoch" | "step" once a loop started
+        self._budget: int | None = None
+        self._done = 0  # completed epochs (epoch loop) or steps (step loop)
+        self._current: int | None = None  # the epoch/step whose body runs now
+        self._in_body = False
+        self._reported: int | None = None  # the epoch/step reported last
+        self._evaluations = 0
+        self._batches = 0
+        self._history_len = 0
+        self._best_metrics: dict[str, float | None] | None = None
+        self._last_metrics: dict[str, float | None] = {}
+        self._resume_partial = False  # resumed from a checkpoint taken mid-epoch
+        self._pending: str | None = None  # why the next boundary saves
+        self._last_saved: int | None = None  # _done at the last save
+        # save timing (stall measured on the loop's thread)
+        self._evals_since_save = 0
+        self._last_save_time = time.monotonic()
+        self._save_cost: float | None = None
+        self._interval: float | None = None
+        self.save_stall_s = 0.0
+        self.saves = 0
+        # how this session relates to earlier ones
+        self._started = time.time()
+        self._wall_before = 0.0
+        self._resumed: list[dict[str, Any]] = []
+        self._resumed_from: int | None = None
+        self._continued: str | None = None
+        self._already_over: str | None = None
+        self._restored_from: int | None = None
+        self._status = "running"
+        self._finished = False
+        self._closed = False
+        self._summary_cache: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ public surface
+    def track(self, **objects: Any) -> Run:
+        """Registers the objects a checkpoint holds (``model=``, ``optimizer=``, ``scheduler=``...).
+
+        Each needs ``state_dict()`` / ``load_state_dict()``; ``None`` values are skipped (e.g.
+        ``scaler=None``). The state is checked now, so an unsupported value fails here rather
+        than at the first save.
+
+        Raises:
+            ConfigError: a loop already started, or a reserved / duplicate name.
+            UnsupportedStateError: a state holds something a checkpoint cannot store.
+        """
+        from highmark.torch import check_state_object
+
+        if self._unit is not None:
+            raise ConfigError("track() must be called before the loop starts")
+        for name, obj in objects.items():
+            if obj is None:
+                continue
+            if name == _RESERVED:
+                raise ConfigError(f"{_RESERVED!r} is reserved for the run's own state")
+            if name in self._tracked:
+                raise ConfigError(f"{name!r} is already tracked")
+            check_state_object(name, obj)
+            self._tracked[name] = obj
+        return self
+
+    def loader(self, iterable: Iterable[T], name: str | None = None) -> ResumableLoader[T]:
+        """Wraps a DataLoader (or any re-iterable) so that a pass can resume mid-way.
+
+        The wrapper's position and order state go into every checkpoint. In an epoch loop each
+        batch is a step boundary, where a pending SIGTERM/SIGINT/SIGUSR1 is honoured.
+
+        Args:
+            iterable: the DataLoader.
+            name: a stable name (default: ``loader0``, ``loader1``, ... in creation order).
+        """
+        name = name or f"loader{len(self._loaders)}"
+        if name in self._loaders:
+            raise ConfigError(f"a loader named {name!r} already exists")
+        wrapped: ResumableLoader[T] = ResumableLoader(iterable, boundary=self._loader_boundary)
+        if name in self._loader_states:
+            wrapped.load_state_dict(self._loader_states.pop(name))
+        self._loaders[name] = wrapped
+        return wrapped
+
+    def epochs(self, max_epochs: int) -> Iterator[int]:
+        """Yields epoch numbers (from 0) until the stopper says stop or ``max_epochs`` are done.
+
+        When resuming, it starts after the last completed epoch (or re-enters an epoch that was
+        interrupted mid-way, with its loaders skipping what was consumed). Call
+        :meth:`report` once per epoch, at the end of the body.
+        """
+        return self._loop("epoch", max_epochs)
+
+    def steps(self, max_steps: int) -> Iterator[int]:
+        """Yields step numbers (from 0) until the stopper says stop or ``max_steps`` are done.
+
+        Call :meth:`report` every N steps; each step is a boundary where saves happen.
+        """
+        return self._loop("step", max_steps)
+
+    def report(self, **metrics: Any) -> bool:
+        """Records one evaluation: writes the history, updates the stopper, schedules a save.
+
+        Returns:
+            Whether the stopper says stop (the loop also ends by itself at the next boundary).
+
+        Raises:
+            ConfigError: called outside a loop body, or twice for the same epoch/step.
+            MetricNotFoundError: the monitored metric is missing.
+            TypeError: a value is not a number.
+        """
+        if not self._in_body or self._current is None:
+            raise ConfigError("report() must be called inside the body of run.epochs()/steps()")
+        step = self._current
+        if self._reported == step:
+            raise ConfigError(f"report() was already called for {self._unit} {step}")
+        clean = {k: metric_value(k, v) for k, v in metrics.items()}
+        given = {k: v for k, v in clean.items() if v is not None}
+        before = self.stopping.best_step
+        stop = self.stopping.update(given, step=step)
+        improved = self.stopping.best_step == step and before != step
+        self._reported = step
+        self._evaluations += 1
+        self._evals_since_save += 1
+        epoch = step if self._unit == "epoch" else None
+        self._history.append({"step": step, "epoch": epoch, "time": time.time(), "metrics": clean})
+        self._history_len += 1
+        self._last_metrics = clean
+        if improved:
+            self._best_metrics = dict(clean)
+            self._pending = "best"
+        elif stop:
+            self._pending = "final"
+        elif self._due():
+            self._pending = self._pending or "interval"
+        if stop:
+            logger.info("%s: stopping at %s %d: %s", self.directory, self._unit, step, self.reason)
+        return bool(stop)
+
+    def summary(self) -> str:
+        """A readable multi-line account of the run (best, why it stopped, checkpoints, resume)."""
+        return summary_text(self._summary_data())
+
+    def close(self) -> None:
+        """Ends the run: finishes a loop that is still open, waits for saves, releases the lock."""
+        if self._closed:
+            return
+        try:
+            if self._unit is not None and not self._finished:
+                self._finish("interrupted")
+        finally:
+            self._closed = True
+            self._signals.uninstall()
+            self.manager.close()
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        failed = exc_type is not None and not issubclass(exc_type, (SystemExit, GeneratorExit))
+        if failed and self._unit is not None and self._status != "interrupted":
+            if not self._finished:
+                self._finish("failed")
+            else:
+                self._status = "failed"
+                self._write_run_info()
+        self.close()
+
+    # properties
+    @property
+    def best_step(self) -> int | None:
+        """The epoch/step of the best evaluation (the stopper's ``best_step``)."""
+        return self.stopping.best_step
+
+    @property
+    def best(self) -> float:
+        """The best monitored value so far."""
+        return float(self.stopping.best)
+
+    @property
+    def best_metrics(self) -> dict[str, float | None] | None:
+        """Every metric reported at the best evaluation."""
+        return None if self._best_metrics is None else dict(self._best_metrics)
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the stopper has said stop."""
+        return bool(self.stopping.should_stop)
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why the run stopped (a sentence), or None while it has not."""
+        return self.reason if self.stopped else None
+
+    @property
+    def reason(self) -> str | None:
+        """The stopper's own account of its state."""
+        reason = self.stopping.reason
+        return None if reason is None else str(reason)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch being run (epoch loop) or the number of completed epochs."""
+        return self._current if self._in_body and self._current is not None else self._done
+
+    @property
+    def step(self) -> int:
+        """The step being run (step loop) or the completed epochs/steps count."""
+        return self.epoch
+
+    @property
+    def status(self) -> str:
+        """``running``, ``stopped``, ``budget``, ``failed`` or ``interrupted``."""
+        return self._status
+
+    @property
+    def resumed_from(self) -> int | None:
+        """The epoch/step of the checkpoint this session resumed from."""
+        return self._resumed_from
+
+    @property
+    def restored_from(self) -> int | None:
+        """The step whose weights the tracked model holds after the loop (restore_best)."""
+        return self._restored_from
+
+    # ------------------------------------------------------------------ the loop
+    def _loop(self, unit: str, budget: int) -> Iterator[int]:
+        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
+            raise ConfigError(f"max_{unit}s must be an int >= 0, got {budget!r}")
+        if self._unit is not None:
+            raise ConfigError("a Run drives one loop; make a new Run (resume=True) to continue")
+        if self._closed:
+            raise ConfigError("this Run is closed")
+        self._unit, self._budget = unit, budget
+        return self._iterate(unit, budget)
+
+    def _iterate(self, unit: str, budget: int) -> Iterator[int]:
+        status = "interrupted"
+        try:
+            self._begin()
+            while True:
+                self._boundary()
+                if self.stopping.should_stop:
+                    break
+                if self._done >= budget:
+                    break
+                self._current = self._done
+                if unit == "epoch" and not self._resume_partial:
+                    for ld in self._loaders.values():
+                        ld.end_pass()
+                self._resume_partial = False
+                self._in_body = True
+                yield self._current
+                self._in_body = False
+                self._done += 1
+            status = "stopped" if self.stopping.should_stop else "budget"
+        finally:
+            self._in_body = False
+            if not self._finished:
+                self._finish(status)
+
+    def _begin(self) -> None:
+        from highmark.run.resume import resume_run
+
+        if self.handle_signals:
+            self._signals.install()
+        info = None
+        if self.resume:
+            info = resume_run(self)
+        if info is None:
+            self._history.truncate(0)
+        self._write_run_info()
+
+    def _due(self) -> bool:
+        if self.save_every == "auto":
+            if self._save_cost is None:
+                return True
+            return time.monotonic() - self._last_save_time >= (self._interval or 0.0)
+        assert isinstance(self.save_every, int)
+        return self._evals_since_save >= self.save_every
+
+    def _boundary(self) -> None:
+        """Runs between two epochs/steps: the pending save, then a pending signal."""
+        if self._pending is not None:
+            self._save(self._pending)
+        if self._signals.received is not None:
+            self._interrupt(self._signals.received)
+
+    def _loader_boundary(self) -> None:
+        self._batches += 1
+        if self._unit == "epoch" and self._in_body and self._signals.received is not None:
+            self._interrupt(self._signals.received)
+
+    def _interrupt(self, signum: int) -> None:
+        partial = self._in_body
+        self._save("interrupt", partial=partial)
+        self._status = "interrupted"
+        self._finish("interrupted")
+        where = f"{self._unit} {self._current if partial else self._done - 1}"
+        logger.warning(
+            "%s received: saved a checkpoint at %s in %s and exited. To resume, run the same "
+            "script again (Run(..., resume=True) continues from the latest checkpoint).",
+            signal_name(signum),
+            where,
+            self.directory,
+        )
+        self.close()
+        raise SystemExit(128 + signum if signum != signal.SIGINT else 130)
+
+    # ------------------------------------------------------------------ saving
+    def _state(self, step: int, partial: bool) -> dict[str, Any]:
+        from highmark.torch import capture_rng
+
+        state: dict[str, Any] = {name: obj.state_dict() for name, obj in self._tracked.items()}
+        state[_RESERVED] = {
+            "version": _STATE_VERSION,
+            "step": step,
+            "unit": self._unit,
+            "budget": self._budget,
+            "done": self._done,
+            "partial": partial,
+            "current": self._current if partial else None,
+            "reported": self._reported,
+            "evaluations": self._evaluations,
+            "batches": self._batches,
+            "history_len": self._history_len,
+            "stopping": self.stopping.state_dict(),
+            "policy": json.dumps(self.stopping.config(), allow_nan=True, default=str),
+            "best_metrics": self._best_metrics,
+            "loaders": {name: ld.state_dict() for name, ld in self._loaders.items()},
+            "rng": capture_rng(),
+        }
+        return state
+
+    def _checkpoint_step(self, partial: bool) -> int:
+        if partial and self._current is not None:
+            return self._current
+        return max(self._done - 1, 0)
+
+    def _checkpoint_metrics(self, step: int) -> tuple[dict[str, float], dict[str, Any]]:
+        """The metrics the manager ranks by, and any monitored value kept out of the ranking."""
+        if self._reported != step:
+            return {}, {}
+        metrics = {k: v for k, v in self._last_metrics.items() if v is not None}
+        # The manager ranks with the stopper's Monitor; give it the value the stopper judged
+        # (smoothed when smoothing is on), and only when the stopper's own best agrees: an
+        # evaluation the stopper skipped (start_from) or stopped on before judging it
+        # (stopping_threshold) must never become the best checkpoint.
+        key = self.monitor.key
+        judged = self.stopping.last_value if self.monitor.smoothing is not None else None
+        if key in metrics and judged is not None:
+            metrics[key] = float(judged)
+        value = metrics.get(key)
+        best_here = self.stopping.best_step == step
+        if (
+            value is not None
+            and not best_here
+            and self.monitor.is_improvement(value, self.stopping.best)
+        ):
+            return {k: v for k, v in metrics.items() if k != key}, {"unranked": {key: value}}
+        return metrics, {}
+
+    def _save(self, why: str, partial: bool = False) -> None:
+        self._pending = None
+        step = self._checkpoint_step(partial)
+        metrics, extra = self._checkpoint_metrics(step) if not partial else ({}, {})
+        metadata = {"unit": self._unit, "why": why, "partial": partial, "done": self._done, **extra}
+        t0 = time.perf_counter()
+        state = self._state(step, partial)
+        # force: a checkpoint taken mid-epoch is replaced by the one at the epoch's end
+        self.manager.save(step, state, metrics=metrics, metadata=metadata, force=True)
+        cost = time.perf_counter() - t0
+        self.save_stall_s += cost
+        self.saves += 1
+        self._last_saved = self._done
+        self._evals_since_save = 0
+        self._last_save_time = time.monotonic()
+        self._measure(cost)
+
+    def _measure(self, cost: float) -> None:
+        if self.save_every != "auto" or self.mtbf is None:
+            return
+        from highmark.policy.retention import young_interval
+
+        self._save_cost = cost if self._save_cost is None else 0.7 * self._save_cost + 0.3 * cost
+        interval = young_interval(max(self._save_cost, 1e-6), self.mtbf)
+        if self._interval is None or abs(interval - self._interval) > 0.25 * self._interval:
+            logger.info(
+                "save_every='auto': a save costs %.3g s, MTBF %.3g s -> saving every %.3g s "
+                "(Young's formula), at most once per evaluation",
+                self._save_cost,
+                self.mtbf,
+                interval,
+            )
+        self._interval = interval
+
+    # ------------------------------------------------------------------ the end
+    def _finish(self, status: str) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self._in_body = False
+        try:
+            if status != "failed" and self._pending is not None:
+                self._save(self._pending)
+            elif status in ("stopped", "budget") and self._last_saved != self._done > 0:
+                self._save("final")
+            self.manager.wait()
+            if self._status != "interrupted":
+                self._status = status
+            if self.restore_best:
+                self._restore_best()
+        finally:
+            self._signals.uninstall()
+            self._summary_cache = self._summary_data()
+            self._write_run_info()
+
+    def _restore_best(self) -> None:
+        best = self.manager.best
+        if best is None or self.stopping.best_step is None:
+            return
+        targets = {n: o for n, o in self._tracked.items() if hasattr(o, "parameters")}
+        if not targets:
+            return
+        restored = self.manager.restore(best.step, keys=list(targets))
+        for name, obj in targets.items():
+            obj.load_state_dict(restored[name])
+        self._restored_from = best.step
+        logger.info("%s: restored the best weights (%s %d)", self.directory, self._unit, best.step)
+
+    # ------------------------------------------------------------------ run.json
+    def _run_info(self) -> dict[str, Any]:
+        now = time.time()
+        return {
+            "monitor": self.monitor.key,
+            "mode": self.monitor.mode,
+            "unit": self._unit,
+            "budget": self._budget,
+            "started": self._started,
+            "updated": now,
+            "wall_time": self._wall_before + (now - self._started),
+            "status": self._status,
+            "stop_reason": self.stop_reason,
+            "stop_step": getattr(self.stopping, "stopped_step", None),
+            "best_step": self.stopping.best_step,
+            "best_metrics": self._best_metrics,
+            "epochs_run": self._done if self._unit == "epoch" else None,
+            "steps_run": self._done if self._unit == "step" else self._batches,
+            "policy": self.stopping.config(),
+            "resumed": list(self._resumed),
+            "continued": self._continued,
+        }
+
+    def _write_run_info(self) -> None:
+        try:
+            self._history.write_run_info(self._run_info())
+        except OSError:
+            logger.exception("%s: could not write run.json", self.directory)
+
+    def _summary_data(self) -> dict[str, Any]:
+        if self._summary_cache is not None and self._finished:
+            return self._summary_cache
+        checkpoints: list[tuple[int, bool, str]]
+        try:
+            checkpoints = [
+                (c.step, c.is_best, str(c.kept_by or "")) for c in self.manager.checkpoints()
+            ]
+        except Exception:  # a closed manager: keep what the end of the loop recorded
+            checkpoints = []
+        return {
+            "directory": self.directory,
+            "unit": self._unit or "epoch",
+            "budget": self._budget,
+            "done": self._done,
+            "status": self._status,
+            "monitor": self.monitor.key,
+            "best_step": self.stopping.best_step,
+            "best": self.stopping.best,
+            "best_metrics": self._best_metrics,
+            "stop_reason": self.stop_reason,
+            "stop_step": getattr(self.stopping, "stopped_step", None),
+            "evaluations": self._evaluations,
+            "checkpoints": checkpoints,
+            "restored_from": self._restored_from,
+            "restore_best": self.restore_best,
+            "resumed_from": self._resumed_from,
+            "continued": self._continued,
+            "already_over": self._already_over,
+            "saves": self.saves,
+            "save_stall_s": self.save_stall_s,
+        }

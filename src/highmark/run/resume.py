@@ -1,0 +1,154 @@
+"""Resuming a :class:`~highmark.Run` from the latest intact checkpoint of its directory."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from highmark.errors import ConfigError
+from highmark.history import HISTORY_FILE, RUN_FILE, parse_history, parse_run_info
+
+if TYPE_CHECKING:
+    from highmark.run.core import Run
+
+__all__ = ["resume_run"]
+
+logger = logging.getLogger(__name__)
+
+
+def _same_policy(saved: str, current: dict[str, Any]) -> bool:
+    return bool(json.loads(saved) == json.loads(json.dumps(current, allow_nan=True, default=str)))
+
+
+def _previous_info(run: Run) -> dict[str, Any] | None:
+    storage = run.manager.storage
+    if not storage.exists(RUN_FILE):
+        return None
+    try:
+        return parse_run_info(storage.read_bytes(RUN_FILE))
+    except Exception:  # an unreadable run.json never blocks a resume; it is rewritten
+        logger.warning("%s: could not read the previous run.json", run.directory, exc_info=True)
+        return None
+
+
+def _replay_history(run: Run, count: int) -> None:
+    """Feeds the recorded evaluations to a changed stopping policy, as if it had run all along."""
+    storage = run.manager.storage
+    records = []
+    if storage.exists(HISTORY_FILE):
+        records = parse_history(storage.read_bytes(HISTORY_FILE))[:count]
+    run.stopping.reset()
+    for record in records:
+        metrics = {k: v for k, v in record["metrics"].items() if v is not None}
+        run.stopping.update(metrics, step=record["step"])
+
+
+def _clear_stop(run: Run, step: int) -> None:
+    state = dict(run.stopping.state_dict())
+    state.update(should_stop=False, stopped_step=None, stop_cause="not_stopped", reason=None)
+    run.stopping.load_state_dict(state)
+    patience = getattr(run.stopping, "_patience", None)  # patience restarts when continuing
+    if patience is not None and hasattr(patience, "restart"):
+        patience.restart(step)
+
+
+def resume_run(run: Run) -> dict[str, Any] | None:
+    """Restores ``run`` from the latest intact checkpoint; returns its run state or None.
+
+    Loads every tracked object, the stopper, the counters, the loaders' positions, the history
+    length and, last, the RNG states. Decides whether a run that had stopped (or used up its
+    budget) continues: only with a larger budget or a changed stopping policy.
+    """
+    from highmark.torch import restore_rng
+
+    manager = run.manager
+    if manager.latest is None:
+        return None
+    state = manager.restore("latest", fallback=True)
+    hm = state.get("highmark") if isinstance(state, dict) else None
+    if not isinstance(hm, dict):
+        raise ConfigError(
+            f"{run.directory}: the latest checkpoint was not written by highmark.Run "
+            "(no 'highmark' state); use another directory or resume=False"
+        )
+    if hm.get("version") != 1:
+        raise ConfigError(f"{run.directory}: unknown Run state version {hm.get('version')!r}")
+    if hm["unit"] != run._unit:
+        raise ConfigError(
+            f"{run.directory}: the run was driven by run.{hm['unit']}s(), "
+            f"not run.{run._unit}s(); resume it the same way"
+        )
+    missing = sorted(set(run._tracked) - set(state))
+    if missing:
+        raise ConfigError(f"{run.directory}: the checkpoint holds no state for {missing}")
+    extra = sorted(set(state) - set(run._tracked) - {"highmark"})
+    if extra:
+        logger.warning("%s: checkpoint state for %s is not tracked; ignored", run.directory, extra)
+    for name, obj in run._tracked.items():
+        obj.load_state_dict(state[name])
+    step = int(hm["step"])
+    changed = not _same_policy(hm["policy"], run.stopping.config())
+    if changed and run.stopping.lr_schedule is None:
+        _replay_history(run, int(hm["history_len"]))
+    else:
+        run.stopping.load_state_dict(hm["stopping"])
+    run._done = int(hm["done"])
+    run._reported = hm["reported"]
+    run._evaluations = int(hm["evaluations"])
+    run._batches = int(hm["batches"])
+    run._history_len = int(hm["history_len"])
+    run._best_metrics = hm["best_metrics"]
+    run._resume_partial = bool(hm["partial"])
+    for name, loader_state in hm["loaders"].items():
+        if name in run._loaders:
+            run._loaders[name].load_state_dict(loader_state)
+        else:
+            run._loader_states[name] = loader_state
+    run._history.truncate(run._history_len)
+
+    budget, old_budget = run._budget or 0, int(hm["budget"] or 0)
+    unit = run._unit
+    if run.stopping.should_stop:
+        if budget > old_budget or changed:
+            why = (
+                f"budget raised from {old_budget} to {budget} {unit}s"
+                if budget > old_budget
+                else "the stopping policy changed"
+            )
+            run._continued = f"continued after it had stopped ({why})"
+            _clear_stop(run, max(step, 0))
+            logger.info("%s: the run had stopped; %s", run.directory, run._continued)
+        else:
+            run._already_over = f"had already stopped at {unit} {run.stopping.stopped_step}"
+            logger.info(
+                "%s: the run %s (%s); nothing to do. Pass a larger max_%ss or a new stopping "
+                "policy to continue it.",
+                run.directory,
+                run._already_over,
+                run.stopping.reason,
+                unit,
+            )
+    elif changed:
+        run._continued = "continued with a changed stopping policy"
+    if not run.stopping.should_stop and run._done >= budget:
+        run._already_over = f"had already run its budget of {budget} {unit}s"
+        logger.info(
+            "%s: the run %s; pass a larger max_%ss to continue.",
+            run.directory,
+            run._already_over,
+            unit,
+        )
+
+    previous = _previous_info(run) or {}
+    run._wall_before = float(previous.get("wall_time") or 0.0)
+    run._started = float(previous.get("started") or run._started)
+    run._resumed = list(previous.get("resumed") or [])
+    run._resumed.append({"from_step": step, "at": time.time()})
+    run._resumed_from = step
+    run._last_saved = run._done
+    manager.protect(step, "the run resumed from it")
+    restore_rng(hm["rng"])
+    logger.info("%s: resumed from the checkpoint of %s %d", run.directory, unit, step)
+    return hm
