@@ -479,8 +479,18 @@ class FsspecStorage:
         if self.exists(_join(rel, COMMIT_MARKER)):
             self.remove(_join(rel, COMMIT_MARKER))
         path = self._path(rel)
+        s3 = hasattr(self.fs, "call_s3")
+        dirs = [path]
+        if s3:  # filer-backed S3 servers (SeaweedFS) keep empty "dir/" entries: remove them too
+            found = self.fs.find(path, withdirs=True, detail=True)
+            dirs += [p for p, info in found.items() if info.get("type") == "directory"]
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm(path, recursive=True)
+        if s3:
+            for d in sorted(dirs, key=lambda p: p.count("/"), reverse=True):
+                bucket, key, _ = self.fs.split_path(d)
+                with contextlib.suppress(Exception):
+                    self.fs.call_s3("delete_object", Bucket=bucket, Key=key.rstrip("/") + "/")
         self.fs.invalidate_cache(path)
 
     def free_bytes(self) -> int | None:
