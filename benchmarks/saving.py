@@ -1,0 +1,108 @@
+"""Figures 2a and 3a: synchronous save of the whole state, and the stall of an async save.
+
+One set of shuffled rounds holds every writer: the raw write limit (new file + fsync of the same
+byte count), highmark's synchronous save, highmark's async save (the time ``save()`` blocks; the
+background write is then awaited outside the measurement), ``torch.save`` + fsync and
+``safetensors.save_file`` + fsync. Best is compared with best, median with median.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from benchmarks import methods
+from benchmarks.harness import Context, gbps, interleaved, remove, row, summarize, timed
+from benchmarks.limits import state_bytes, write_fsync
+from benchmarks.state import tensors_of
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    """Measures the savers; returns figures ``save`` and ``async``."""
+    bench = ctx.bench
+    work = ctx.workdir("save")
+    buf = state_bytes(tensors_of(bench.state))
+    raw = os.path.join(work, "raw.bin")
+    tpath = os.path.join(work, "state.pt")
+    spath = os.path.join(work, "state.safetensors")
+
+    def fresh(path: str, fn: Any) -> float:
+        remove(path)
+        return timed(fn)
+
+    cases = {
+        "limit: write new file + fsync": lambda: fresh(raw, lambda: write_fsync(raw, buf)),
+        "torch.save + fsync": lambda: fresh(tpath, lambda: methods.torch_save(tpath, bench)),
+        "safetensors save_file + fsync": lambda: fresh(
+            spath, lambda: methods.st_save(spath, bench)
+        ),
+    }
+    missing = methods.highmark_missing()
+    managers: list[Any] = []
+    if missing is None:
+        sync = methods.hm_manager(os.path.join(work, "hm-sync"))
+        asy = methods.hm_manager(os.path.join(work, "hm-async"), async_save=True)
+        managers += [sync, asy]
+        steps = {"sync": 0, "async": 0}
+        async_total: list[float] = []
+
+        def hm_sync() -> float:
+            steps["sync"] += 1
+            return timed(lambda: sync.save(steps["sync"], bench.state))
+
+        def hm_async() -> float:
+            steps["async"] += 1
+            blocked = timed(lambda: asy.save(steps["async"], bench.state))
+            async_total.append(blocked + timed(asy.wait))
+            return blocked
+
+        cases["highmark save (sync)"] = hm_sync
+        cases["highmark save (async): blocking part"] = hm_async
+
+    res = interleaved(cases, ctx.repeat, label="save", seed=ctx.seed)
+    for manager in managers:
+        manager.close()
+    remove(work)
+
+    limit = res["limit: write new file + fsync"]
+    rows = [
+        row(
+            name,
+            s,
+            gbps_best=round(gbps(buf.size, s["min"]), 2),
+            limit_over_this_best=round(limit["min"] / s["min"], 3),
+        )
+        for name, s in res.items()
+        if "async" not in name
+    ]
+    figures: dict[str, Any] = {
+        "save": {
+            "title": "Figure 2a - synchronous save of the whole state (fsynced, committed)",
+            "rows": rows,
+            "note": "limit_over_this_best = best raw write time / best time of the method "
+            "(1.0 = at the limit)",
+        }
+    }
+    if missing is not None:
+        figures["save"]["skipped"] = missing
+        return figures
+    sync_s = res["highmark save (sync)"]
+    block = res["highmark save (async): blocking part"]
+    total = async_total[-ctx.repeat :]
+    figures["async"] = {
+        "title": "Figure 3a - async save: time save() blocks the training loop",
+        "rows": [
+            row("highmark save (sync)", sync_s),
+            row(
+                "highmark save (async): blocking part",
+                block,
+                fraction_of_sync_median=round(block["median"] / sync_s["median"], 3),
+                fraction_of_sync_best=round(block["min"] / sync_s["min"], 3),
+            ),
+            row(
+                "highmark save (async): save + wait",
+                summarize(total),
+            ),
+        ],
+    }
+    return figures
