@@ -93,6 +93,11 @@ class KeepBest:
         scored.sort(key=lambda rv: (self.monitor.sort_key(rv[1]), rv[0].step))
         return scored
 
+    @property
+    def label(self) -> str:
+        """A short name for reasons: ``best 3 by val_loss``."""
+        return f"best {self.k} by {self.monitor.key}"
+
     def keep(self, records: Sequence[Record]) -> dict[int, str]:
         key = self.monitor.key
         top = self.ranked(records)[: self.k]
@@ -108,6 +113,11 @@ class KeepLast:
     def __init__(self, n: int) -> None:
         self.n = _count("KeepLast n", n, 1)
 
+    @property
+    def label(self) -> str:
+        """A short name for reasons: ``last 2``."""
+        return f"last {self.n}"
+
     def keep(self, records: Sequence[Record]) -> dict[int, str]:
         steps = sorted((r.step for r in records), reverse=True)[: self.n]
         return {s: f"last #{i}" for i, s in enumerate(steps, 1)}
@@ -121,6 +131,11 @@ class KeepEvery:
 
     def __init__(self, n: int) -> None:
         self.n = _count("KeepEvery n", n, 1)
+
+    @property
+    def label(self) -> str:
+        """A short name for reasons: ``every 10``."""
+        return f"every {self.n}"
 
     def keep(self, records: Sequence[Record]) -> dict[int, str]:
         return {r.step: f"every {self.n} steps" for r in records if r.step % self.n == 0}
@@ -199,7 +214,7 @@ class Retention:
         return decision
 
     def _names(self) -> str:
-        return ", ".join(repr(r) for r in self.rules) or "any rule"
+        return ", ".join(getattr(r, "label", repr(r)) for r in self.rules) or "any rule"
 
     def _trim(
         self,
