@@ -1,0 +1,265 @@
+"""Tests of highmark.torch: dtype names, byte views, the torch codec, HostSnapshot, RNG, objects."""
+
+from __future__ import annotations
+
+import json
+import random
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from highmark.errors import UnsupportedStateError
+from highmark.torch import (
+    TORCH_CODEC,
+    HostSnapshot,
+    byte_view,
+    capture_rng,
+    check_state_object,
+    dtype_from_name,
+    dtype_from_safetensors,
+    dtype_name,
+    one_thread,
+    restore_rng,
+    safetensors_dtype,
+    writable_byte_view,
+)
+from highmark.tree import DTYPES, codec_for_kind, flatten
+
+NAMED = [name for name, d in DTYPES.items() if d.st is not None]
+
+
+def filled(dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
+    """A tensor of ``dtype`` whose bytes are 0, 1, 2, ... (any dtype, no arithmetic needed)."""
+    t = TORCH_CODEC.empty(dtype_name(dtype), shape)
+    raw = writable_byte_view(t)
+    assert raw is not None
+    raw[:] = bytes(i % 251 for i in range(len(raw)))
+    return t
+
+
+def raw_bytes(t: torch.Tensor) -> bytes:
+    return b"".join(bytes(c) for c in TORCH_CODEC.chunks(t, 1 << 20))
+
+
+def header_of(path: Path) -> dict[str, object]:
+    data = path.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    return dict(json.loads(data[8 : 8 + n]))
+
+
+@pytest.mark.parametrize("name", NAMED)
+def test_safetensors_dtype_matches_what_safetensors_writes(name: str, tmp_path: Path) -> None:
+    dtype = dtype_from_name(name)
+    save_file({"x": filled(dtype, (2, 2))}, str(tmp_path / "x.safetensors"))
+    written = header_of(tmp_path / "x.safetensors")["x"]
+    assert isinstance(written, dict)
+    assert written["dtype"] == safetensors_dtype(dtype)
+    assert dtype_from_safetensors(str(written["dtype"])) == dtype
+
+
+@pytest.mark.parametrize("name", [n for n, d in DTYPES.items() if d.st is None])
+def test_exotic_dtypes_have_no_safetensors_name(name: str) -> None:
+    assert safetensors_dtype(dtype_from_name(name)) is None
+
+
+def test_quantized_dtype_is_not_storable() -> None:
+    with pytest.raises(ValueError, match="qint8"):
+        dtype_name(torch.qint8)
+
+
+def test_unknown_safetensors_dtype_is_refused() -> None:
+    with pytest.raises(ValueError, match="F6"):
+        dtype_from_safetensors("F6_E2M3")
+
+
+def test_byte_view_is_zero_copy() -> None:
+    t = torch.arange(4, dtype=torch.int32)
+    view = byte_view(t)
+    assert bytes(view) == t.numpy().tobytes()
+    t[0] = 7
+    assert bytes(view[:4]) == (7).to_bytes(4, "little")
+
+
+def test_byte_view_refuses_a_non_contiguous_tensor() -> None:
+    with pytest.raises(ValueError, match="contiguous"):
+        byte_view(torch.zeros(3, 4).T)
+
+
+def test_writable_byte_view_writes_into_the_tensor() -> None:
+    t = torch.zeros(2, dtype=torch.float32)
+    view = writable_byte_view(t)
+    assert view is not None
+    view[:] = np.array([1.5, -2.0], dtype="<f4").tobytes()
+    assert t.tolist() == [1.5, -2.0]
+
+
+def test_writable_byte_view_is_none_for_a_non_contiguous_tensor() -> None:
+    assert writable_byte_view(torch.zeros(3, 4).T) is None
+
+
+def test_writable_byte_view_is_none_for_a_conjugate_view() -> None:
+    assert writable_byte_view(torch.zeros(2, dtype=torch.complex64).conj()) is None
+
+
+@pytest.mark.parametrize("name", list(DTYPES))
+def test_codec_round_trips_every_dtype_through_bytes(name: str) -> None:
+    t = filled(dtype_from_name(name), (3, 2))
+    data = raw_bytes(t)
+    back = TORCH_CODEC.from_buffer(memoryview(bytearray(data)), name, (3, 2))
+    assert back.dtype == t.dtype
+    assert raw_bytes(back) == data
+
+
+def test_codec_chunks_of_a_non_contiguous_tensor_are_bounded_and_in_row_major_order() -> None:
+    t = torch.arange(64 * 10, dtype=torch.float64).reshape(64, 10).T  # 10 x 64, strided
+    chunks = list(TORCH_CODEC.chunks(t, 1024))
+    assert max(len(c) for c in chunks) <= 1024
+    assert b"".join(bytes(c) for c in chunks) == t.contiguous().numpy().tobytes()
+
+
+def test_codec_chunks_of_a_contiguous_tensor_are_one_zero_copy_view() -> None:
+    t = torch.arange(1000, dtype=torch.float32)
+    (chunk,) = TORCH_CODEC.chunks(t, 16)
+    t[0] = 5
+    assert bytes(chunk[:4]) == np.float32(5).tobytes()
+
+
+def test_codec_resolves_conjugate_and_negative_bits_when_writing() -> None:
+    z = torch.tensor([1 + 2j, 3 - 4j], dtype=torch.complex64)
+    assert raw_bytes(z.conj()) == z.conj().resolve_conj().numpy().tobytes()
+
+
+def test_codec_writes_a_parameter_that_requires_grad() -> None:
+    p = torch.nn.Parameter(torch.ones(3))
+    assert raw_bytes(p) == np.ones(3, dtype=np.float32).tobytes()
+
+
+def test_codec_refuses_sparse_tensors_naming_the_path() -> None:
+    with pytest.raises(UnsupportedStateError) as info:
+        flatten({"m": {"s": torch.eye(2).to_sparse()}})
+    assert info.value.path == "m.s"
+
+
+def test_codec_refuses_meta_tensors() -> None:
+    with pytest.raises(UnsupportedStateError, match="meta"):
+        flatten({"m": torch.empty(2, device="meta")})
+
+
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor:UserWarning")  # deprecated in torch
+def test_codec_refuses_quantized_tensors() -> None:
+    q = torch.quantize_per_tensor(torch.ones(2), 0.1, 0, torch.qint8)
+    with pytest.raises(UnsupportedStateError) as info:
+        flatten({"q": q})
+    assert info.value.path == "q"
+
+
+def test_codec_for_kind_torch_is_the_torch_codec() -> None:
+    assert codec_for_kind("torch") is TORCH_CODEC
+
+
+def test_host_snapshot_copies_values() -> None:
+    src = {"w": torch.randn(4, 3), "t": torch.randn(3, 4).T, "n": np.arange(5)}
+    copies = HostSnapshot().copy(src)
+    assert torch.equal(copies["w"], src["w"])
+    assert torch.equal(copies["t"], src["t"])
+    assert np.array_equal(copies["n"], src["n"])
+    assert copies["w"].data_ptr() != src["w"].data_ptr()
+
+
+def test_host_snapshot_reuses_buffers_between_saves() -> None:
+    snap = HostSnapshot()
+    w = torch.randn(100)
+    first = snap.copy({"w": w})["w"]
+    w.add_(1)
+    second = snap.copy({"w": w})["w"]
+    assert snap.allocations == 0
+    assert second.data_ptr() == first.data_ptr()
+    assert torch.equal(second, w)
+
+
+def test_host_snapshot_reallocates_when_shape_or_dtype_changes() -> None:
+    snap = HostSnapshot()
+    snap.copy({"w": torch.zeros(3), "b": torch.zeros(2)})
+    snap.copy({"w": torch.zeros(4), "b": torch.zeros(2, dtype=torch.float64)})
+    assert snap.allocations == 2
+
+
+def test_host_snapshot_drops_buffers_of_names_that_are_gone() -> None:
+    snap = HostSnapshot()
+    snap.copy({"a": torch.zeros(10), "b": torch.zeros(10)})
+    snap.copy({"a": torch.zeros(10)})
+    assert snap.nbytes == 40
+
+
+def test_one_thread_restores_the_thread_count() -> None:
+    before = torch.get_num_threads()
+    with one_thread():
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+def draws() -> tuple[float, float, float, float]:
+    return random.random(), random.gauss(0, 1), float(np.random.rand()), float(torch.rand(1))
+
+
+def test_restore_rng_replays_the_same_draws() -> None:
+    random.gauss(0, 1)  # leave a cached gaussian in both generators
+    np.random.standard_normal()
+    state = capture_rng()
+    expected = draws()
+    draws()
+    restore_rng(state)
+    assert draws() == expected
+
+
+def test_rng_state_is_a_storable_tree() -> None:
+    flat = flatten(capture_rng())
+    assert {"python.state", "numpy.keys", "torch"} <= set(flat.tensors)
+
+
+def test_restore_rng_ignores_missing_parts() -> None:
+    state = capture_rng()
+    expected = draws()
+    restore_rng({"torch": state["torch"]})
+    assert float(torch.rand(1)) == expected[3]
+
+
+def test_check_state_object_accepts_model_optimizer_scheduler_and_scaler() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.randn(5, 3)).sum().backward()
+    opt.step()
+    objects = {
+        "model": model,
+        "optimizer": opt,
+        "scheduler": torch.optim.lr_scheduler.StepLR(opt, step_size=2),
+        "lambda": torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 0.9**epoch),
+        "plateau": torch.optim.lr_scheduler.ReduceLROnPlateau(opt),
+        "scaler": torch.amp.GradScaler("cpu"),
+    }
+    for name, obj in objects.items():
+        flat = check_state_object(name, obj)
+        assert all(path.startswith(f"{name}.") for path in flat.tensors)
+
+
+def test_check_state_object_names_the_object_without_state_dict() -> None:
+    with pytest.raises(UnsupportedStateError, match="state_dict") as info:
+        check_state_object("loader", object())
+    assert info.value.path == "loader"
+
+
+def test_check_state_object_names_the_key_path_of_an_unsupported_value() -> None:
+    class Odd:
+        def state_dict(self) -> dict[str, object]:
+            return {"inner": {"fn": print}}
+
+        def load_state_dict(self, state: dict[str, object]) -> None:
+            pass
+
+    with pytest.raises(UnsupportedStateError) as info:
+        check_state_object("odd", Odd())
+    assert info.value.path == "odd.inner.fn"
