@@ -45,6 +45,9 @@ def _errors(func: F) -> F:
             return func(*args, **kwargs)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
+        except BrokenPipeError:  # e.g. `highmark ls --json RUN | head`
+            sys.stderr.close()
+            raise typer.Exit(0) from None
         except Exception as exc:
             if _STATE["debug"] or os.environ.get("HIGHMARK_DEBUG"):
                 raise
@@ -222,15 +225,16 @@ if typer is not None:
         console.print(f"metrics: {json.dumps(data['metrics'])}")
         console.print(f"metadata: {json.dumps(data['metadata'])}")
         files = Table(title="files")
-        for col in ("name", "size", "checksum"):
+        for col in ("name", "size", "tensors", "xxh3"):
             files.add_column(col)
         for f in data["files"]:
-            files.add_row(str(f.get("name")), _num(f.get("size")), str(f.get("checksum", "-")))
+            files.add_row(str(f["name"]), _size(f["size"] or 0), str(f["tensors"]), str(f["xxh3"]))
         tensors = Table(title="tensors")
-        for col in ("key", "dtype", "shape", "bytes", "file"):
+        for col in ("key", "dtype", "shape", "file", "xxh3"):
             tensors.add_column(col)
         for t in data["tensors"]:
-            tensors.add_row(t["key"], t["dtype"], str(t["shape"]), str(t["bytes"]), t["file"])
+            tensors.add_row(str(t["key"]), str(t["dtype"]), str(t["shape"]), str(t["file"]),
+                            str(t["xxh3"]))  # fmt: skip
         console.print(files, tensors)
         return None
 

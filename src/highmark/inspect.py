@@ -138,17 +138,9 @@ def list_checkpoints(manager: Any, now: float | None = None) -> dict[str, Any]:
 
 def show_checkpoint(manager: Any, which: Which) -> dict[str, Any]:
     """The ``show`` data: metadata, metrics, files and checksums, tensor keys/shapes/dtypes."""
-    from highmark.tensorio import checkpoint_tensors
-
     info = manager.info(which)
     manifest = manager.manifest(which)
-    ckpt = checkpoint_dir(info)
-    tensors = checkpoint_tensors(manager.storage, ckpt)
-    files = manifest.get("files", [])
-    if isinstance(files, Mapping):
-        files = [
-            {"name": k, **v} if isinstance(v, Mapping) else {"name": k} for k, v in files.items()
-        ]
+    files = [f for f in manifest.get("files", []) if isinstance(f, Mapping)]
     return _strict_dict({
         "run": str(manager.directory),
         "step": info.step,
@@ -159,13 +151,17 @@ def show_checkpoint(manager: Any, which: Which) -> dict[str, Any]:
         "kept_by": info.kept_by,
         "metrics": dict(info.metrics),
         "metadata": dict(info.metadata or {}),
+        "format": manifest.get("format"),
         "files": [
-            {k: f.get(k) for k in ("name", "size", "checksum", "xxh3") if k in f} for f in files
+            {"name": f.get("name"), "size": f.get("size"), "xxh3": f.get("xxh3"),
+             "tensors": len(f.get("tensors", []))}
+            for f in files
         ],
         "tensors": [
-            {"key": t.name, "dtype": t.dtype, "shape": list(t.shape), "bytes": t.nbytes,
-             "file": posixpath.basename(t.file)}
-            for t in tensors.values()
+            {"key": t.get("name"), "dtype": t.get("dtype"), "shape": t.get("shape"),
+             "kind": t.get("kind"), "xxh3": t.get("xxh3"), "file": f.get("name")}
+            for f in files
+            for t in f.get("tensors", [])
         ],
     })  # fmt: skip
 

@@ -1,0 +1,42 @@
+"""``highmark ls``: one row per checkpoint with metrics, size, age and flags; ``--json``."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from highmark.cli import app
+
+from .helpers import RunFixture, check_golden, normalise
+
+
+def test_ls_json_matches_golden(runner, local_run: RunFixture) -> None:
+    result = runner.invoke(app, ["ls", local_run.url, "--json"])
+    assert result.exit_code == 0, result.output
+    check_golden("ls.json", normalise(json.loads(result.stdout), {local_run.url: "<run>"}))
+
+
+def test_ls_sizes_add_up_to_the_files_on_disk(runner, local_run: RunFixture) -> None:
+    data = json.loads(runner.invoke(app, ["ls", local_run.url, "--json"]).stdout)
+    for row in data["checkpoints"]:
+        on_disk = sum(
+            os.path.getsize(os.path.join(row["path"], f)) for f in os.listdir(row["path"])
+        )
+        assert row["size"] == on_disk
+    assert data["total_bytes"] == sum(r["size"] for r in data["checkpoints"])
+
+
+@pytest.mark.parametrize("run_location", ["local", pytest.param("s3", marks=pytest.mark.s3)],
+                         indirect=True)  # fmt: skip
+def test_ls_table_flags_best_latest_and_milestone(runner, any_run: RunFixture) -> None:
+    result = runner.invoke(app, ["ls", any_run.url, *any_run.options], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    lines = {line.split("│")[1].strip(): line for line in result.stdout.splitlines()
+             if line.count("│") > 3 and line.split("│")[1].strip().isdigit()}  # fmt: skip
+    assert sorted(lines, key=int) == ["3", "4", "6"]
+    assert "best" in lines["3"]
+    assert "milestone" in lines["4"]
+    assert "latest" in lines["6"]
+    assert "3 checkpoint(s)" in result.stdout
