@@ -1,0 +1,62 @@
+"""``highmark export``: a standalone safetensors file that plain safetensors + torch read."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from highmark.cli import app
+
+from .helpers import RunFixture, make_model
+
+
+@pytest.mark.parametrize("run_location", ["local", pytest.param("s3", marks=pytest.mark.s3)],
+                         indirect=True)  # fmt: skip
+def test_export_best_loads_into_a_fresh_model_with_identical_outputs(
+    runner, any_run: RunFixture, tmp_path
+) -> None:
+    out = str(tmp_path / "best.safetensors")
+    result = runner.invoke(app, ["export", f"{any_run.url}:best", "-o", out, *any_run.options])
+    assert result.exit_code == 0, result.output
+    fresh = make_model(seed=123)
+    fresh.load_state_dict(load_file(out))  # strict: names stripped of "model."
+    saved = make_model(seed=0)
+    saved.load_state_dict(any_run.models[3])
+    x = torch.randn(16, 4, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(fresh(x), saved(x))
+
+
+def test_export_step_with_empty_key_keeps_full_names(runner, local_run, tmp_path) -> None:
+    out = str(tmp_path / "all.safetensors")
+    result = runner.invoke(app, ["export", f"{local_run.url}:6", "-o", out, "--key", ""])
+    assert result.exit_code == 0, result.output
+    tensors = load_file(out)
+    assert "model.0.weight" in tensors
+    assert "optimizer.state.0.momentum_buffer" in tensors
+    assert torch.equal(tensors["model.2.bias"], local_run.models[6]["2.bias"])
+
+
+def test_export_to_a_directory_writes_file_and_metadata(runner, local_run, tmp_path) -> None:
+    out = str(tmp_path / "exported") + os.sep
+    result = runner.invoke(app, ["export", f"{local_run.url}:4", "-o", out])
+    assert result.exit_code == 0, result.output
+    assert set(os.listdir(out)) == {"model.safetensors", "highmark-export.json"}
+    with open(os.path.join(out, "highmark-export.json")) as f:
+        meta = json.load(f)
+    assert meta["step"] == "4"
+    assert meta["metrics"]["val_loss"] == 0.55
+    assert torch.equal(load_file(os.path.join(out, "model.safetensors"))["0.bias"],
+                       local_run.models[4]["0.bias"])  # fmt: skip
+
+
+def test_export_unknown_key_names_the_top_level_keys(runner, local_run, tmp_path) -> None:
+    out = str(tmp_path / "x.safetensors")
+    result = runner.invoke(app, ["export", local_run.url, "-o", out, "--key", "ema"])
+    assert result.exit_code == 1
+    assert "model" in result.stderr
+    assert "optimizer" in result.stderr
+    assert not os.path.exists(out)
