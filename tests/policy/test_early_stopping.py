@@ -125,7 +125,7 @@ def test_non_finite_value_stops_at_once() -> None:
     for bad in (NAN, INF, -INF):
         es = EarlyStopping(patience=10)
         assert stop_step(es, [1.0, bad]) == 1
-        assert es.stop_cause is StopCause.NON_FINITE
+        assert es.stop_cause is StopCause.NON_FINITE_METRIC
         assert "not finite" in str(es.reason)
 
 
@@ -158,7 +158,7 @@ def test_thresholds_may_stop_at_step_zero() -> None:
 def test_non_finite_is_checked_before_the_thresholds() -> None:
     es = EarlyStopping(divergence_threshold=5.0, check_finite=True)
     assert es.update(INF)
-    assert es.stop_cause is StopCause.NON_FINITE
+    assert es.stop_cause is StopCause.NON_FINITE_METRIC
 
 
 def test_stopping_threshold_is_checked_before_divergence() -> None:

@@ -35,10 +35,10 @@ UNITS = ("evaluations", "steps", "seconds")
 
 
 class StopCause(str, Enum):
-    """Why training stopped, machine-readable (values match Lightning's where they overlap)."""
+    """Why training stopped, machine-readable (names follow Lightning's EarlyStoppingReason)."""
 
     NOT_STOPPED = "not_stopped"
-    NON_FINITE = "non_finite_metric"
+    NON_FINITE_METRIC = "non_finite_metric"
     STOPPING_THRESHOLD = "stopping_threshold"
     DIVERGENCE_THRESHOLD = "divergence_threshold"
     PATIENCE_EXHAUSTED = "patience_exhausted"
@@ -340,7 +340,7 @@ class EarlyStopping:
         self.last_value = current
         if self.check_finite and not math.isfinite(current):
             why = f"{self.monitor.key} = {current} is not finite at step {step}."
-            return self._stop(step, StopCause.NON_FINITE, why)
+            return self._stop(step, StopCause.NON_FINITE_METRIC, why)
         if self._threshold is not None and self._threshold.check(current, step):
             return self._stop(step, StopCause.STOPPING_THRESHOLD, self._threshold.reason)
         if self._divergence is not None and self._divergence.check(current, step):
