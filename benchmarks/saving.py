@@ -40,8 +40,11 @@ def run(ctx: Context) -> dict[str, Any]:
     missing = methods.highmark_missing()
     managers: list[Any] = []
     if missing is None:
-        sync = methods.hm_manager(os.path.join(work, "hm-sync"))
-        asy = methods.hm_manager(os.path.join(work, "hm-async"), async_save=True)
+        # keep every checkpoint of the rounds: retention deletes are not part of a save here
+        # (torch.save and safetensors delete nothing either); figure 6 measures deletion
+        keep = ctx.repeat + 3
+        sync = methods.hm_manager(os.path.join(work, "hm-sync"), keep_last=keep)
+        asy = methods.hm_manager(os.path.join(work, "hm-async"), async_save=True, keep_last=keep)
         managers += [sync, asy]
         steps = {"sync": 0, "async": 0}
         async_total: list[float] = []
