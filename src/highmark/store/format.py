@@ -196,7 +196,8 @@ def _canonical(manifest: Mapping[str, Any]) -> bytes:
 
 def _encode_manifest(manifest: dict[str, Any]) -> bytes:
     manifest["checksum"] = _hex(xxhash.xxh3_64_intdigest(_canonical(manifest)))
-    return json.dumps(manifest, indent=1).encode("ascii")
+    lines = ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in manifest.items())
+    return f"{{\n{lines}\n}}\n".encode("ascii")  # one top-level field per line
 
 
 def _check_json(name: str, value: Any) -> None:
