@@ -277,8 +277,15 @@ class Monitor:
             MetricNotFoundError: the key is missing; lists the keys that were given.
             TypeError: the value is not a number.
         """
-        if type(metrics) is float:
-            return metrics
+        kind = type(metrics)
+        if kind is dict:  # the common case, without the (slow) ABC check below
+            try:
+                raw = metrics[self.key]  # type: ignore[index]
+            except KeyError:
+                raise MetricNotFoundError(self.key, metrics.keys()) from None  # type: ignore[union-attr]
+            return raw if type(raw) is float else as_float(raw, self.key)
+        if kind is float:
+            return metrics  # type: ignore[return-value]
         if isinstance(metrics, Mapping):
             try:
                 raw = metrics[self.key]

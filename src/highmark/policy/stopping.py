@@ -336,7 +336,11 @@ class EarlyStopping:
             return True
         if step < self.start_from:
             return False
-        current = self.monitor.observe(metrics, step)
+        monitor = self.monitor
+        if monitor.smoothing is None:
+            current = monitor.value(metrics)
+        else:
+            current = monitor.observe(metrics, step)
         self.last_value = current
         if self.check_finite and not math.isfinite(current):
             why = f"{self.monitor.key} = {current} is not finite at step {step}."
@@ -346,12 +350,17 @@ class EarlyStopping:
         if self._divergence is not None and self._divergence.check(current, step):
             return self._stop(step, StopCause.DIVERGENCE_THRESHOLD, self._divergence.reason)
         p = self._patience
-        now = p.now()
+        now = p.clock() if p.unit == "seconds" else 0.0
         improved = p.record(current, step, now)
         lr = self.lr_schedule
         if lr is not None and lr.step(current):
             p.restart(step, now)
-        if not improved and p.ran_out(step, now) and (lr is None or lr.exhausted):
+        if (
+            not improved
+            and step > 0
+            and (p.wait >= p.patience if p.unit == "evaluations" else p.ran_out(step, now))
+            and (lr is None or lr.exhausted)
+        ):
             why = p.explain(step, now)
             if lr is not None:
                 why += f" The learning rate was already reduced {lr.reductions} times."
