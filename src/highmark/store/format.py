@@ -15,14 +15,19 @@ decreasing item size so that each one starts at an offset aligned to its item si
 Reading trusts nothing: header lengths are checked against the file size before anything is
 allocated, the header is parsed and validated (offsets contiguous and in bounds, dtypes known,
 byte lengths matching shapes, names matching the manifest), and every tensor read is checked
-against its checksum. Nothing is ever unpickled.
+against its checksum. Nothing is ever unpickled. On local disk, new tensors are copy-on-write
+views of the memory-mapped file (no copy; only the pages of the tensors asked for are read; writing
+to them never reaches the file); ``into=`` reads straight into the existing tensors' memory. On
+other storage, the needed byte ranges are read with seek + readinto.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
+import mmap
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -531,8 +536,9 @@ def read_checkpoint(
 
     ``into`` is an existing tree (the restored one, or, when ``keys`` names one key path, the
     subtree at that path, e.g. ``model.state_dict()`` for ``keys=["model"]``) whose tensors are
-    filled in place: bytes are read straight into their memory. Tensors not in ``into`` are read
-    into new host tensors. With ``verify``, every tensor read is checked against its xxh3-64.
+    filled in place: bytes are read straight into their memory. Tensors not in ``into`` come back
+    as new host tensors: copy-on-write views of the memory-mapped file on local disk, read into
+    fresh memory elsewhere. With ``verify``, every tensor read is checked against its xxh3-64.
 
     Raises:
         ConfigError: a key path not in the checkpoint, or ``into`` tensors that do not match.
@@ -572,9 +578,21 @@ def _read_file(
     with _open(storage, rel) as f:
         header = _read_header(f, size, rel)
         _check_header(header, file, rel)
+        mapped: memoryview | None = None
         for t in sorted(wanted, key=lambda t: int(t["data_offsets"][0])):
             name, dtype, shape = t["name"], t["dtype"], tuple(t["shape"])
+            start = header.data_start + t["data_offsets"][0]
+            nbytes = t["data_offsets"][1] - t["data_offsets"][0]
             dest, codec = targets.get(name, (None, codec_for_kind(t["kind"])))
+            if dest is None and nbytes and isinstance(f, io.FileIO):
+                # Local file, new tensor: a copy-on-write view of the mapped file (zero copy;
+                # only the pages of the tensors read are touched).
+                if mapped is None:
+                    mapped = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY))
+                window = mapped[start : start + nbytes]
+                _check_tensor(window, t, rel, verify)
+                out[name] = codec.from_buffer(window, dtype, shape)
+                continue
             if dest is not None:
                 have = codec.describe(dest, name)
                 if have != (dtype, shape):
@@ -582,18 +600,20 @@ def _read_file(
                         f"{name}: the checkpoint holds {dtype}{list(shape)}, "
                         f"`into` has {have[0]}{list(have[1])}"
                     )
-            view = None if dest is None else codec.writable_bytes(dest)
-            leaf = dest if view is not None else codec.empty(dtype, shape)
-            if view is None:
-                view = codec.writable_bytes(leaf)
-                assert view is not None
-            _readinto(f, header.data_start + t["data_offsets"][0], view, rel)
-            if verify and xxhash.xxh3_64_hexdigest(view) != t["xxh3"]:
-                raise CorruptCheckpointError(rel, f"checksum mismatch in tensor {name!r}")
+            direct = None if dest is None else codec.writable_bytes(dest)
+            leaf = dest if direct is not None else codec.empty(dtype, shape)
+            view = direct if direct is not None else codec.writable_bytes(leaf)
+            assert view is not None
+            _readinto(f, start, view, rel)
+            _check_tensor(view, t, rel, verify)
             if dest is not None and leaf is not dest:
                 codec.assign(dest, leaf)
-                leaf = dest
-            out[name] = leaf
+            out[name] = dest if dest is not None else leaf
+
+
+def _check_tensor(view: memoryview, t: Mapping[str, Any], rel: str, verify: bool) -> None:
+    if verify and xxhash.xxh3_64_hexdigest(view) != t["xxh3"]:
+        raise CorruptCheckpointError(rel, f"checksum mismatch in tensor {t['name']!r}")
 
 
 def _problem(exc: CorruptCheckpointError) -> str:
