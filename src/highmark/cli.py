@@ -77,12 +77,6 @@ def storage_options(pairs: list[str] | None) -> dict[str, Any]:
     return options
 
 
-def _console(stderr: bool = False) -> Any:
-    from rich.console import Console
-
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
-
-
 def _json(data: Any) -> None:
     print(json.dumps(data, indent=2, allow_nan=False))
 
@@ -93,32 +87,15 @@ def _progress(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
     columns = [TextColumn("{task.description}"), BarColumn(), DownloadColumn()]
-    with Progress(*columns, console=_console(stderr=True), transient=True) as bar:
+    with Progress(*columns, console=views.console(stderr=True), transient=True) as bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.advance(task, n)
 
 
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"  # pragma: no cover
-
-
-def _age(seconds: float) -> str:
-    for unit, span in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= span:
-            return f"{seconds / span:.0f}{unit}"
-    return f"{seconds:.0f}s"
-
-
-def _num(value: Any) -> str:
-    return "-" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
-
-
 if typer is not None:
     from typing import Annotated
+
+    from highmark import views
 
     app = typer.Typer(
         name="highmark",
@@ -152,29 +129,13 @@ if typer is not None:
     @_errors
     def ls_cmd(run: str, as_json: JsonOpt = False, storage_option: StorageOpt = None) -> None:
         """List the checkpoints of RUN: step, metrics, size, age, flags; total disk use."""
-        from rich.table import Table
-
         from highmark.inspect import list_checkpoints, open_run
 
         with open_run(run, storage_options(storage_option)) as manager:
             data = list_checkpoints(manager)
         if as_json:
             return _json(data)
-        names: dict[str, None] = {}
-        for row in data["checkpoints"]:
-            names.update(dict.fromkeys(k for k in row["metrics"] if k != data["monitor"]))
-        table = Table(title=f"{data['run']}  (monitor: {data['monitor'] or '-'})")
-        for col in ["step", data["monitor"] or "monitored", *names, "size", "age", "flags"]:
-            table.add_column(col, justify="left" if col == "flags" else "right")
-        for row in data["checkpoints"]:
-            table.add_row(
-                str(row["step"]), _num(row["monitored"]),
-                *(_num(row["metrics"].get(k)) for k in names),
-                _size(row["size"]), _age(row["age_s"]), " ".join(row["flags"]),
-                style="bold green" if "best" in row["flags"] else None,
-            )  # fmt: skip
-        table.caption = f"{data['count']} checkpoint(s), {_size(data['total_bytes'])}"
-        _console().print(table)
+        views.ls_table(data)
 
     @app.command("show")
     @_errors
@@ -185,8 +146,6 @@ if typer is not None:
         storage_option: StorageOpt = None,
     ) -> None:
         """Show one checkpoint: metadata, tensors with shapes and dtypes, checksums; or --diff."""
-        from rich.table import Table
-
         from highmark.inspect import checkpoint_dir, open_run, parse_spec, show_checkpoint
         from highmark.tensorio import diff_tensors
 
@@ -205,37 +164,7 @@ if typer is not None:
                     data = {"a": f"{url}:{a.step}", "b": f"{other_url}:{b.step}", **data}
         if as_json:
             return _json(data)
-        console = _console()
-        if diff is not None:
-            table = Table(title=f"{data['a']}  ->  {data['b']}")
-            for col in ("key", "status", "dtype", "shape", "max |b-a|", "rel L2", "cosine"):
-                table.add_column(col, justify="left" if col in ("key", "status") else "right")
-            for t in data["tensors"]:
-                table.add_row(
-                    t["key"], t["status"], str(t["dtype"]), str(t["shape"]),
-                    _num(t.get("max_abs_diff")), _num(t.get("rel_l2")), _num(t.get("cosine")),
-                    style=None if t["status"] == "same" else "yellow",
-                )  # fmt: skip
-            console.print(table)
-            for what in ("added", "removed", "changed"):
-                console.print(f"{what}: {', '.join(data[what]) or 'none'}")
-            return None
-        console.print(f"[bold]{data['run']}[/] step {data['step']}  {' '.join(data['flags'])}")
-        console.print(f"path: {data['path']}  size: {_size(data['size'])}")
-        console.print(f"metrics: {json.dumps(data['metrics'])}")
-        console.print(f"metadata: {json.dumps(data['metadata'])}")
-        files = Table(title="files")
-        for col in ("name", "size", "tensors", "xxh3"):
-            files.add_column(col)
-        for f in data["files"]:
-            files.add_row(str(f["name"]), _size(f["size"] or 0), str(f["tensors"]), str(f["xxh3"]))
-        tensors = Table(title="tensors")
-        for col in ("key", "dtype", "shape", "file", "xxh3"):
-            tensors.add_column(col)
-        for t in data["tensors"]:
-            tensors.add_row(str(t["key"]), str(t["dtype"]), str(t["shape"]), str(t["file"]),
-                            str(t["xxh3"]))  # fmt: skip
-        console.print(files, tensors)
+        views.diff_table(data) if diff is not None else views.show_tables(data)
         return None
 
     @app.command("compare")
@@ -244,29 +173,12 @@ if typer is not None:
         runs: list[str], as_json: JsonOpt = False, storage_option: StorageOpt = None
     ) -> None:
         """Compare runs side by side: best metric and step, stop reason, budget, time, bytes."""
-        from rich.table import Table
-
         from highmark.inspect import compare_runs
 
         data = compare_runs(runs, storage_options(storage_option))
         if as_json:
             return _json(data)
-        table = Table(title="runs" + (f" — winner: {data['winner']}" if data["winner"] else ""))
-        for col in ("run", "monitor", "best", "best step", "status", "stop reason", "run/budget",
-                    "wall s", "ckpts", "bytes"):  # fmt: skip
-            table.add_column(col, justify="right" if col[0] in "bw" else "left")
-        for r in data["runs"]:
-            table.add_row(
-                ("★ " if r["winner"] else "") + r["run"], f"{r['monitor']} ({r['mode']})",
-                _num(r["best_value"]), _num(r["best_step"]), _num(r["status"]),
-                _num(r["stop_reason"]), f"{_num(r['run_length'])}/{_num(r['budget'])}",
-                _num(r["wall_time"]), str(r["checkpoints"]), _size(r["bytes"]),
-                style="bold green" if r["winner"] else None,
-            )  # fmt: skip
-        console = _console()
-        console.print(table)
-        if data["note"]:
-            console.print(data["note"])
+        views.compare_table(data)
         return None
 
     @app.command("verify")
@@ -315,23 +227,16 @@ if typer is not None:
                 raise ValueError("refusing to delete without confirmation: pass --yes")
             with open_run(run, opts) as manager:
                 plan = prune_run(manager, *flags, dry_run=True)
-            _print_prune(plan)
+            views.prune_lines(plan)
             if not plan["delete"] or not typer.confirm("Delete these checkpoints?"):
                 raise typer.Exit(0)
         with open_run(run, opts, read_only=dry_run) as manager:
             if dry_run:
                 data = prune_run(manager, *flags, dry_run=True)
             else:
-                with _console(stderr=True).status("pruning"):
+                with views.console(stderr=True).status("pruning"):
                     data = prune_run(manager, *flags, dry_run=False)
-        return _json(data) if as_json else _print_prune(data)
-
-    def _print_prune(data: dict[str, Any]) -> None:
-        verb = "would delete" if data["dry_run"] else "deleted"
-        for d in data["delete"]:
-            print(f"{verb} step {d['step']} ({_size(d['size'])}): {d['reason']}")
-        print(f"{verb} {len(data['delete'])} checkpoint(s), {_size(data['bytes_freed'])} freed"
-              f"; kept {len(data['keep'])}")  # fmt: skip
+        return _json(data) if as_json else views.prune_lines(data)
 
     @app.command("export")
     @_errors
@@ -362,7 +267,7 @@ if typer is not None:
             total = sum(t.nbytes for t in checkpoint_tensors(manager.storage, ckpt).values())
             with _progress("exporting", total) as advance:
                 result = export_tensors(manager.storage, ckpt, target, key or None, meta, advance)
-        print(f"exported {result['tensors']} tensor(s), {_size(result['bytes'])} "
+        print(f"exported {result['tensors']} tensor(s), {views.size(result['bytes'])} "
               f"of step {info.step} to {target}")  # fmt: skip
 
     @app.command("report")
@@ -406,8 +311,6 @@ if typer is not None:
 
         Each policy option takes a value, a list (2,5,10) or a range (0..30, 0..0.01:0.002).
         """
-        from rich.table import Table
-
         from highmark.inspect import strict
         from highmark.replay import load_curves, parse_grid, replay
 
@@ -426,18 +329,7 @@ if typer is not None:
             replay_plot(result, plot)
         if as_json:
             return _json(strict(result.to_dict()))
-        table = Table(title=f"{len(grid)} policies x {len(loaded)} curve(s), monitor {monitor}")
-        cols = ["policy", "budget saved", "mean regret", "max regret", "stopped"]
-        for col in cols + (["score regret"] if score else []):
-            table.add_column(col, justify="left" if col == "policy" else "right")
-        for p in result.policies:
-            cells = [p.label, f"{p.mean_saved:.1%}", _num(p.mean_regret), _num(p.max_regret),
-                     f"{p.stopped_fraction:.0%}"]  # fmt: skip
-            cells += [_num(p.mean_score_regret)] if score else []
-            table.add_row(*cells, style="bold green" if p is result.recommended else None)
-        console = _console()
-        console.print(table)
-        console.print(("recommended: " if result.recommended else "") + result.note)
+        views.replay_table(result, len(grid), len(loaded))
         return None
 
     @app.command("demo")

@@ -1,0 +1,163 @@
+"""How the ``highmark`` commands print: rich tables and lines built from the commands' data.
+
+Each function takes the plain data a command computed (the same dicts ``--json`` prints) and
+writes it to stdout; progress and status go to stderr. Only the command line uses this module.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+__all__ = [
+    "age",
+    "compare_table",
+    "console",
+    "diff_table",
+    "ls_table",
+    "num",
+    "prune_lines",
+    "replay_table",
+    "show_tables",
+    "size",
+]
+
+
+def console(stderr: bool = False) -> Any:
+    """A rich console on stdout (or stderr), created per call so redirections are honoured."""
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+def _line(text: str) -> None:
+    sys.stdout.write(text + "\n")
+
+
+def _table(title: str, columns: list[str], left: set[str]) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, justify="left" if col in left else "right", overflow="fold")
+    return table
+
+
+def size(n: float) -> str:
+    """A byte count for people: ``5.7 KiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+def age(seconds: float) -> str:
+    """A duration for people, in its largest whole unit: ``3h``."""
+    for unit, span in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= span:
+            return f"{seconds / span:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def num(value: Any) -> str:
+    """A metric or count for a table cell (``-`` when missing)."""
+    return "-" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def ls_table(data: dict[str, Any]) -> None:
+    """Prints ``highmark ls``: one row per checkpoint; best in bold; totals as the caption."""
+    monitor = data["monitor"]
+    names: dict[str, None] = {}
+    for row in data["checkpoints"]:
+        names.update(dict.fromkeys(k for k in row["metrics"] if k != monitor))
+    columns = ["step", monitor or "monitored", *names, "size", "age", "flags"]
+    table = _table(f"{data['run']}  (monitor: {monitor or '-'})", columns, {"flags"})
+    for row in data["checkpoints"]:
+        table.add_row(
+            str(row["step"]), num(row["monitored"]), *(num(row["metrics"].get(k)) for k in names),
+            size(row["size"]), age(row["age_s"]), " ".join(row["flags"]),
+            style="bold green" if "best" in row["flags"] else None,
+        )  # fmt: skip
+    table.caption = f"{data['count']} checkpoint(s), {size(data['total_bytes'])}"
+    console().print(table)
+
+
+def show_tables(data: dict[str, Any]) -> None:
+    """Prints ``highmark show``: metadata lines, the files and the tensors with checksums."""
+    out = console()
+    out.print(f"[bold]{data['run']}[/] step {data['step']}  {' '.join(data['flags'])}")
+    out.print(f"path: {data['path']}  size: {size(data['size'])}")
+    out.print(f"metrics: {json.dumps(data['metrics'])}")
+    out.print(f"metadata: {json.dumps(data['metadata'])}")
+    files = _table("files", ["name", "size", "tensors", "xxh3"], {"name", "xxh3"})
+    for f in data["files"]:
+        files.add_row(str(f["name"]), size(f["size"] or 0), str(f["tensors"]), str(f["xxh3"]))
+    tensors = _table("tensors", ["key", "dtype", "shape", "file", "xxh3"], {"key", "dtype", "file"})
+    for t in data["tensors"]:
+        cells = (t["key"], t["dtype"], t["shape"], t["file"], t["xxh3"])
+        tensors.add_row(*(str(c) for c in cells))
+    out.print(files, tensors)
+
+
+def diff_table(data: dict[str, Any]) -> None:
+    """Prints ``highmark show --diff``: per tensor status and distances; keys added/removed."""
+    columns = ["key", "status", "dtype", "shape", "max |b-a|", "rel L2", "cosine"]
+    table = _table(f"{data['a']}  ->  {data['b']}", columns, {"key", "status"})
+    for t in data["tensors"]:
+        table.add_row(
+            t["key"], t["status"], str(t["dtype"]), str(t["shape"]),
+            num(t.get("max_abs_diff")), num(t.get("rel_l2")), num(t.get("cosine")),
+            style=None if t["status"] == "same" else "yellow",
+        )  # fmt: skip
+    out = console()
+    out.print(table)
+    for what in ("added", "removed", "changed"):
+        out.print(f"{what}: {', '.join(data[what]) or 'none'}")
+
+
+def compare_table(data: dict[str, Any]) -> None:
+    """Prints ``highmark compare``: runs side by side, the winner starred and in bold."""
+    columns = ["run", "monitor", "best", "best step", "status", "stop reason", "run/budget",
+               "wall s", "ckpts", "bytes"]  # fmt: skip
+    title = "runs" + (f" - winner: {data['winner']}" if data["winner"] else "")
+    table = _table(title, columns, {"run", "monitor", "status", "stop reason"})
+    for r in data["runs"]:
+        table.add_row(
+            ("★ " if r["winner"] else "") + r["run"], f"{r['monitor']} ({r['mode']})",
+            num(r["best_value"]), num(r["best_step"]), num(r["status"]), num(r["stop_reason"]),
+            f"{num(r['run_length'])}/{num(r['budget'])}", num(r["wall_time"]),
+            str(r["checkpoints"]), size(r["bytes"]),
+            style="bold green" if r["winner"] else None,
+        )  # fmt: skip
+    out = console()
+    out.print(table)
+    if data["note"]:
+        out.print(data["note"])
+
+
+def prune_lines(data: dict[str, Any]) -> None:
+    """Prints ``highmark prune``: one line per deletion and the bytes freed."""
+    verb = "would delete" if data["dry_run"] else "deleted"
+    for d in data["delete"]:
+        _line(f"{verb} step {d['step']} ({size(d['size'])}): {d['reason']}")
+    freed = size(data["bytes_freed"])
+    _line(f"{verb} {len(data['delete'])} checkpoint(s), {freed} freed; kept {len(data['keep'])}")
+
+
+def replay_table(result: Any, policies: int, curves: int) -> None:
+    """Prints ``highmark replay``: one row per policy, the recommended one in bold."""
+    score = result.score is not None
+    columns = ["policy", "budget saved", "mean regret", "max regret", "stopped"]
+    columns += ["score regret"] if score else []
+    title = f"{policies} policies x {curves} curve(s), monitor {result.monitor}"
+    table = _table(title, columns, {"policy"})
+    for p in result.policies:
+        cells = [p.label, f"{p.mean_saved:.1%}", num(p.mean_regret), num(p.max_regret),
+                 f"{p.stopped_fraction:.0%}"]  # fmt: skip
+        cells += [num(p.mean_score_regret)] if score else []
+        table.add_row(*cells, style="bold green" if p is result.recommended else None)
+    out = console()
+    out.print(table)
+    out.print(("recommended: " if result.recommended else "") + result.note)
