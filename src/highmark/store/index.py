@@ -14,10 +14,20 @@ import json
 import logging
 import math
 import re
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from highmark.errors import CorruptCheckpointError, IncompatibleFormatError
+from highmark.__about__ import __version__
+from highmark.errors import (
+    CheckpointNotFoundError,
+    ConfigError,
+    CorruptCheckpointError,
+    IncompatibleFormatError,
+)
+from highmark.policy.monitor import Monitor
+from highmark.policy.retention import RetentionDecision, best_record, monitored_value
 from highmark.store.backend import Storage
 
 __all__ = [
@@ -148,6 +158,44 @@ class IndexState:
     monitor: dict[str, Any] | None = None
     retention_log: list[dict[str, Any]] = field(default_factory=list)
 
+    def resolve(self, which: str | int, url: str) -> int:
+        """The step ``"latest"``, ``"best"`` or a step number names; CheckpointNotFoundError."""
+        if which == "latest":
+            if self.entries:
+                return max(self.entries)
+        elif which == "best":
+            if self.best_step is not None:
+                return self.best_step
+        elif isinstance(which, int) and not isinstance(which, bool):
+            if which in self.entries:
+                return which
+        else:
+            raise ConfigError(f"which must be 'latest', 'best' or a step, got {which!r}")
+        steps = sorted(self.entries) or "none"
+        raise CheckpointNotFoundError(f"{url}: no checkpoint {which!r} (steps: {steps})")
+
+    def protected(self, extra: Mapping[int, str]) -> dict[int, str]:
+        """The steps retention must keep: ``extra`` plus the latest and the best."""
+        out = dict(extra)
+        if self.entries:
+            out.setdefault(max(self.entries), "latest")
+        if self.best_step is not None:
+            out[self.best_step] = "best"
+        return out
+
+    def record_decision(self, decision: RetentionDecision, trigger: int | None) -> list[str]:
+        """Applies a retention decision to the entries and the log; returns its notes."""
+        now = time.time()
+        for step, why in decision.keep.items():
+            if step in self.entries:
+                self.entries[step].kept_by = why
+        for step, why in decision.delete.items():
+            self.entries.pop(step, None)
+            self.retention_log.append(
+                {"time": now, "trigger": trigger, "step": step, "action": "delete", "reason": why}
+            )
+        return list(decision.notes)
+
     def to_bytes(self, library_version: str) -> bytes:
         best = self.entries.get(self.best_step) if self.best_step is not None else None
         data = {
@@ -223,3 +271,111 @@ def entry_from_manifest(storage: Storage, name: str, manifest: dict[str, Any]) -
         size=size,
         created=float(created) if isinstance(created, (int, float)) else 0.0,
     )
+
+
+def records(state: IndexState) -> list[Entry]:
+    """The index entries, oldest step first (they are retention records)."""
+    return [state.entries[s] for s in sorted(state.entries)]
+
+
+def would_be_best(state: IndexState, entry: Entry, monitor: Monitor | None) -> int | None:
+    """The best step once ``entry`` is added (the stopper's rule: ``monitor.is_improvement``)."""
+    best = state.best_step
+    value = None if monitor is None else monitored_value(entry, monitor)
+    if monitor is None or value is None:
+        return best if monitor is not None else None
+    current = None if best is None else monitored_value(state.entries[best], monitor)
+    if current is None or monitor.is_improvement(value, current):
+        return entry.step
+    return best
+
+
+def clean_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
+    """Metrics as ``{str: float}``; ConfigError names a value that is not a number."""
+    out = {}
+    for key, value in (metrics or {}).items():
+        try:
+            out[str(key)] = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"metric {key!r} is not a number: {value!r}") from None
+    return out
+
+
+def clean_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Metadata as a JSON round-tripped dict; ConfigError when it is not JSON-serialisable."""
+    try:
+        return dict(json.loads(json.dumps(dict(metadata or {}), allow_nan=True)))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"metadata must be JSON-serialisable: {err}") from None
+
+
+def open_index(storage: Storage, monitor: Monitor | None, read_only: bool) -> IndexState:
+    """Loads the index and reconciles it with the directory, the source of truth.
+
+    Cleans leftovers of interrupted saves (not when ``read_only``), re-adds committed
+    checkpoints the index misses (from their manifests), drops entries whose directory is gone
+    (with a warning), and re-ranks when the monitor changed; writes the index back if it changed.
+    """
+    from highmark.store import format as fmt
+
+    url = storage.url
+    if not read_only:
+        for name in storage.recover():
+            log.info("%s: removed leftover %s of an interrupted save", url, name)
+    loaded = load_index(storage)
+    changed = loaded is None
+    state = loaded or IndexState()
+    committed: set[int] = set()
+    for name in storage.listdir():
+        step = parse_step_dir(name)
+        if step is None:
+            continue
+        if not storage.is_committed(name):
+            if not read_only:
+                log.info("%s: removing uncommitted %s", url, name)
+                storage.remove_tree(name)
+            continue
+        committed.add(step)
+        if step not in state.entries:
+            try:
+                manifest = fmt.read_manifest(storage, name)
+            except CorruptCheckpointError as err:
+                log.warning("%s: not indexing %s: %s", url, name, err)
+                continue
+            state.entries[step] = entry_from_manifest(storage, name, manifest)
+            log.warning("%s: re-indexed committed %s missing from the index", url, name)
+            changed = True
+    for step in sorted(set(state.entries) - committed):
+        log.warning("%s: dropping %s from the index: its directory is gone", url, step_dir(step))
+        del state.entries[step]
+        changed = True
+    config = monitor.config() if monitor else None
+    if state.monitor != config or state.best_step not in state.entries:
+        if state.monitor is not None and config is not None and state.monitor != config:
+            log.warning("%s: monitor changed from %s to %s; re-ranking", url, state.monitor, config)
+        state.monitor = config
+        best = best_record(records(state), monitor) if monitor else None
+        changed = changed or state.best_step != (best.step if best else None)
+        state.best_step = best.step if best else None
+    if changed and not read_only:
+        storage.replace_atomic(INDEX, state.to_bytes(__version__))
+    return state
+
+
+def verify_steps(storage: Storage, steps: list[int], path: Callable[[int], str]) -> VerifyReport:
+    """Verifies the files of the given checkpoints; damage is reported, never raised."""
+    from highmark.store import format as fmt
+
+    report = VerifyReport()
+    for step in steps:
+        name = step_dir(step)
+        status = CheckpointStatus(step, path(step))
+        try:
+            if not storage.is_committed(name):
+                status.problems.append(("", "not committed"))
+            else:
+                status.problems.extend(fmt.verify_checkpoint(storage, name))
+        except (CorruptCheckpointError, OSError) as err:
+            status.problems.append((fmt.MANIFEST, str(err)))
+        report.checkpoints.append(status)
+    return report

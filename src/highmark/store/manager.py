@@ -15,7 +15,6 @@ is deleted before the new one is written.
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import socket
@@ -26,7 +25,6 @@ from typing import Any
 
 from highmark.__about__ import __version__
 from highmark.errors import (
-    CheckpointNotFoundError,
     ConfigError,
     CorruptCheckpointError,
     InsufficientSpaceError,
@@ -36,7 +34,6 @@ from highmark.policy.retention import (
     Retention,
     RetentionDecision,
     best_record,
-    monitored_value,
     retention_from_flags,
 )
 from highmark.store import format as fmt
@@ -48,10 +45,14 @@ from highmark.store.index import (
     Entry,
     IndexState,
     VerifyReport,
+    clean_metadata,
+    clean_metrics,
     entry_from_manifest,
-    load_index,
-    parse_step_dir,
+    open_index,
+    records,
     step_dir,
+    verify_steps,
+    would_be_best,
 )
 from highmark.store.writer import AsyncWriter, HostSnapshot, add_note
 from highmark.tree import FlatTree, flatten
@@ -62,24 +63,6 @@ log = logging.getLogger(__name__)
 
 Which = str | int
 _SPACE_MARGIN = 1 << 20
-
-
-def _metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
-    out = {}
-    for key, value in (metrics or {}).items():
-        try:
-            out[str(key)] = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"metric {key!r} is not a number: {value!r}") from None
-    return out
-
-
-def _metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
-    data = dict(metadata or {})
-    try:
-        return dict(json.loads(json.dumps(data, allow_nan=True)))
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"metadata must be JSON-serialisable: {err}") from None
 
 
 class CheckpointManager:
@@ -137,57 +120,10 @@ class CheckpointManager:
             owner = f"highmark CheckpointManager pid {os.getpid()} on {socket.gethostname()}"
             self._lock = self.storage.lock(owner)
         try:
-            self._state = self._open()
+            self._state = open_index(self.storage, self.monitor, read_only)
         except BaseException:
             self._release_lock()
             raise
-
-    # ------------------------------------------------------------------ open / reconcile
-
-    def _open(self) -> IndexState:
-        if not self.read_only:
-            for name in self.storage.recover():
-                log.info("%s: removed leftover %s of an interrupted save", self.directory, name)
-        state = load_index(self.storage)
-        changed = state is None
-        state = state or IndexState()
-        committed: set[int] = set()
-        for name in self.storage.listdir():
-            step = parse_step_dir(name)
-            if step is None:
-                continue
-            if not self.storage.is_committed(name):
-                if not self.read_only:
-                    log.info("%s: removing uncommitted %s", self.directory, name)
-                    self.storage.remove_tree(name)
-                continue
-            committed.add(step)
-            if step not in state.entries:
-                try:
-                    manifest = fmt.read_manifest(self.storage, name)
-                except CorruptCheckpointError as err:
-                    log.warning("%s: not indexing %s: %s", self.directory, name, err)
-                    continue
-                state.entries[step] = entry_from_manifest(self.storage, name, manifest)
-                log.warning("%s: re-indexed committed %s missing from the index", self.url, name)
-                changed = True
-        for step in sorted(set(state.entries) - committed):
-            log.warning("%s: dropping %s from the index: its directory is gone", self.url,
-                        step_dir(step))  # fmt: skip
-            del state.entries[step]
-            changed = True
-        config = self.monitor.config() if self.monitor else None
-        if state.monitor != config or state.best_step not in state.entries:
-            if state.monitor is not None and config is not None and state.monitor != config:
-                log.warning("%s: monitor changed from %s to %s; re-ranking", self.url,
-                            state.monitor, config)  # fmt: skip
-            state.monitor = config
-            best = best_record(self._records(state), self.monitor) if self.monitor else None
-            changed = changed or state.best_step != (best.step if best else None)
-            state.best_step = best.step if best else None
-        if changed and not self.read_only:
-            self._write_index(state)
-        return state
 
     @property
     def url(self) -> str:
@@ -196,12 +132,6 @@ class CheckpointManager:
 
     def _write_index(self, state: IndexState | None = None) -> None:
         self.storage.replace_atomic(INDEX, (state or self._state).to_bytes(__version__))
-
-    @staticmethod
-    def _records(state: IndexState) -> list[Entry]:
-        return [state.entries[s] for s in sorted(state.entries)]
-
-    # ------------------------------------------------------------------ save
 
     def save(
         self,
@@ -222,7 +152,7 @@ class CheckpointManager:
         self._check_writable("save")
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise ConfigError(f"step must be an int >= 0, got {step!r}")
-        metrics_, metadata_ = _metrics(metrics), _metadata(metadata)
+        metrics_, metadata_ = clean_metrics(metrics), clean_metadata(metadata)
         if self._writer is not None:
             self._writer.wait()  # back-pressure, and a failed earlier save surfaces here
         if step in self._state.entries and not force:
@@ -250,21 +180,7 @@ class CheckpointManager:
             what=f"step {step} to {self.url}",
         )
         entry = Entry(step, metrics_, metadata_, estimate, created)
-        return self._info(entry, best_step=self._would_be_best(entry))
-
-    def _would_be_best(self, entry: Entry) -> int | None:
-        best = self._state.best_step
-        if self.monitor is None:
-            return None
-        value = monitored_value(entry, self.monitor)
-        if value is None:
-            return best
-        if best is None:
-            return entry.step
-        current = monitored_value(self._state.entries[best], self.monitor)
-        if current is None or self.monitor.is_improvement(value, current):
-            return entry.step
-        return best
+        return self._info(entry, best_step=would_be_best(self._state, entry, self.monitor))
 
     def _write(
         self, step: int, flat: FlatTree, metrics: dict[str, float], metadata: dict[str, Any],
@@ -301,14 +217,17 @@ class CheckpointManager:
         entry.metrics, entry.metadata, entry.created = metrics, metadata, created
         self._state.entries[step] = entry
         replaced_best = self._state.best_step == step
-        if replaced_best or self._would_be_best(entry) == step:
+        if replaced_best or would_be_best(self._state, entry, self.monitor) == step:
             if replaced_best and self.monitor is not None:
-                best = best_record(self._records(self._state), self.monitor)
+                best = best_record(records(self._state), self.monitor)
                 self._state.best_step = best.step if best else None
             else:
                 self._state.best_step = step
-        self._write_index()
-        self._apply(self.retention.decide(self._records(self._state), self._protect_map()), step)
+        # One index write covers the new entry and the retention decision, before any delete.
+        self._apply(
+            self.retention.decide(records(self._state), self._state.protected(self._protected)),
+            step,
+        )
         if self._lock is not None:
             self._lock.refresh()
         return self._info(self._state.entries[step])
@@ -319,26 +238,9 @@ class CheckpointManager:
                 self._state.best_step = None
             self._write_index()
 
-    def _protect_map(self) -> dict[int, str]:
-        out = dict(self._protected)
-        if self._state.entries:
-            out.setdefault(max(self._state.entries), "latest")
-        if self._state.best_step is not None:
-            out[self._state.best_step] = "best"
-        return out
-
     def _apply(self, decision: RetentionDecision, trigger: int | None) -> None:
         """Records the decision in the index, writes it, and only then deletes."""
-        now = time.time()
-        for step, why in decision.keep.items():
-            if step in self._state.entries:
-                self._state.entries[step].kept_by = why
-        for step, why in decision.delete.items():
-            self._state.entries.pop(step, None)
-            self._state.retention_log.append(
-                {"time": now, "trigger": trigger, "step": step, "action": "delete", "reason": why}
-            )
-        for note in decision.notes:
+        for note in self._state.record_decision(decision, trigger):
             log.warning("%s: %s", self.url, note)
         self._write_index()
         for step in decision.delete:
@@ -351,8 +253,6 @@ class CheckpointManager:
         """Blocks until every pending save is durable; re-raises a failed one."""
         if self._writer is not None:
             self._writer.wait()
-
-    # ------------------------------------------------------------------ queries
 
     def _info(self, entry: Entry, best_step: int | None = -1) -> CheckpointInfo:
         best = self._state.best_step if best_step == -1 else best_step
@@ -368,29 +268,12 @@ class CheckpointManager:
 
     def _resolve(self, which: Which) -> int:
         with self._mu:
-            return self._resolve_locked(which)
-
-    def _resolve_locked(self, which: Which) -> int:
-        entries = self._state.entries
-        if which == "latest":
-            if entries:
-                return max(entries)
-        elif which == "best":
-            if self._state.best_step is not None:
-                return self._state.best_step
-        elif isinstance(which, int) and not isinstance(which, bool):
-            if which in entries:
-                return which
-        else:
-            raise ConfigError(f"which must be 'latest', 'best' or a step, got {which!r}")
-        raise CheckpointNotFoundError(
-            f"{self.url}: no checkpoint {which!r} (steps: {sorted(entries) or 'none'})"
-        )
+            return self._state.resolve(which, self.url)
 
     def checkpoints(self) -> list[CheckpointInfo]:
         """Every committed checkpoint, oldest step first."""
         with self._mu:
-            return [self._info(e) for e in self._records(self._state)]
+            return [self._info(e) for e in records(self._state)]
 
     def info(self, which: Which) -> CheckpointInfo:
         """The info of ``"latest"``, ``"best"`` or a step; CheckpointNotFoundError when absent."""
@@ -418,8 +301,6 @@ class CheckpointManager:
     def protect(self, step: int, reason: str) -> None:
         """Never deletes ``step`` while this manager lives (e.g. the step a run resumed from)."""
         self._protected[int(step)] = reason
-
-    # ------------------------------------------------------------------ restore / verify
 
     def restore(
         self,
@@ -449,11 +330,12 @@ class CheckpointManager:
                 manifest = fmt.read_manifest(self.storage, name)
                 state = fmt.read_checkpoint(self.storage, name, manifest, keys=keys, into=into)
             except (CorruptCheckpointError, FileNotFoundError) as err:
+                if not fallback and isinstance(err, CorruptCheckpointError):
+                    raise
+                corrupt = CorruptCheckpointError(self._path(candidate), str(err))
                 if not fallback:
-                    if isinstance(err, CorruptCheckpointError):
-                        raise
-                    raise CorruptCheckpointError(self._path(candidate), str(err)) from err
-                first = first or CorruptCheckpointError(self._path(candidate), str(err))
+                    raise corrupt from err
+                first = first or corrupt
                 log.warning("%s: checkpoint %s is damaged (%s); falling back", self.url, name, err)
                 continue
             if candidate != step:
@@ -465,31 +347,17 @@ class CheckpointManager:
     def verify(self, which: Which | None = None) -> VerifyReport:
         """Checks every file of every (or one) checkpoint against its recorded checksum."""
         steps = sorted(self._state.entries) if which is None else [self._resolve(which)]
-        report = VerifyReport()
-        for step in steps:
-            name = step_dir(step)
-            status = CheckpointStatus(step, self._path(step))
-            try:
-                if not self.storage.is_committed(name):
-                    status.problems.append(("", "not committed"))
-                else:
-                    status.problems.extend(fmt.verify_checkpoint(self.storage, name))
-            except (CorruptCheckpointError, OSError) as err:
-                status.problems.append((fmt.MANIFEST, str(err)))
-            report.checkpoints.append(status)
-        return report
+        return verify_steps(self.storage, steps, self._path)
 
     def prune(self, retention: Retention, dry_run: bool = False) -> RetentionDecision:
         """Applies ``retention`` now (best, latest and protected steps are always kept)."""
         if not dry_run:
             self._check_writable("prune")
             self.wait()
-        decision = retention.decide(self._records(self._state), self._protect_map())
+        decision = retention.decide(records(self._state), self._state.protected(self._protected))
         if not dry_run:
             self._apply(decision, None)
         return decision
-
-    # ------------------------------------------------------------------ lifecycle
 
     def _check_writable(self, what: str) -> None:
         if self._closed:
@@ -517,12 +385,12 @@ class CheckpointManager:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc is None:
-            self.close()
-            return
         try:
             self.close()
-        except BaseException as err:  # do not mask the exception already propagating
+        except BaseException as err:
+            if exc is None:
+                raise
+            # Do not mask the exception already propagating.
             log.error("%s: a pending save failed while closing: %r", self.url, err)
 
     def __repr__(self) -> str:
