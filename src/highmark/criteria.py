@@ -22,8 +22,9 @@ from highmark.policy.criteria import (
     TimeBudget,
 )
 from highmark.policy.monitor import ExponentialMovingAverage, MovingAverage
+from highmark.policy.patience import Patience
 from highmark.policy.prechelt import GeneralizationLoss, ProgressQuotient, SuccessiveIncreases
-from highmark.policy.stopping import Patience, StopCause
+from highmark.policy.stopping import StopCause
 
 __all__ = [
     "AllOf",
