@@ -50,6 +50,12 @@ def test_non_numeric_value_raises_type_error_naming_the_key(bad: object) -> None
         Monitor("val_loss").value({"val_loss": bad})
 
 
+def test_numpy_and_torch_booleans_raise_type_error() -> None:
+    for bad in (np.bool_(True), torch.tensor(True)):
+        with pytest.raises(TypeError, match="val_loss"):
+            Monitor("val_loss").value({"val_loss": bad})
+
+
 def test_multi_element_tensor_raises_type_error() -> None:
     with pytest.raises(TypeError, match="single number"):
         Monitor("val_loss").value({"val_loss": torch.ones(3)})

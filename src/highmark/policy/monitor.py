@@ -43,7 +43,12 @@ def as_float(value: Any, key: str) -> float:
     """
     if type(value) is float:
         return value
-    if isinstance(value, (bool, str, bytes)) or not hasattr(value, "__float__"):
+    dtype = str(getattr(value, "dtype", ""))
+    if (
+        isinstance(value, (bool, str, bytes))
+        or dtype in ("bool", "torch.bool")  # numpy/torch booleans convert silently otherwise
+        or not hasattr(value, "__float__")
+    ):
         raise TypeError(
             f"metric {key!r} must be a number, got {type(value).__name__}: {value!r:.80}"
         )
