@@ -184,6 +184,7 @@ class TorchCodec:
         for i in range(0, t.shape[0], step):
             block = _plain(t[i : i + step]).to("cpu").contiguous()
             yield _bytes_of(block).numpy().data
+            del block  # one block alive at a time
 
     def empty(self, dtype: str, shape: tuple[int, ...]) -> Any:
         with warnings.catch_warnings():

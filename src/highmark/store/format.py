@@ -9,8 +9,8 @@ checksum, and per tensor its true dtype, shape, data offsets, xxh3-64 and kind (
 manifest carries a checksum of itself.
 
 Writing streams from the live tensors, tensor by tensor (a non-contiguous or device tensor is
-copied in blocks of at most 64 MiB), hashing as it goes. Within a file, tensors are ordered by
-decreasing item size so that each one starts at an offset aligned to its item size.
+copied in blocks of 1/16 of the state, between 1 and 16 MiB), hashing as it goes. Within a file,
+tensors are ordered by decreasing item size so each one starts at an offset aligned to its size.
 
 Reading trusts nothing: header lengths are checked against the file size before anything is
 allocated, the header is parsed and validated (offsets contiguous and in bounds, dtypes known,
@@ -74,7 +74,7 @@ MANIFEST = "manifest.json"
 ROOT_FILE = "state"
 MAX_HEADER = 100 << 20  # the limit safetensors itself applies
 MAX_MANIFEST = 256 << 20
-_COPY_BLOCK = 64 << 20  # most bytes copied at once from a non-contiguous/device tensor
+_COPY_BLOCK = (1 << 20, 16 << 20)  # bounds of a block copied from a non-contiguous/device tensor
 _HASH_BLOCK = 16 << 20  # read size when checksumming a whole file
 _HEX16 = re.compile(r"^[0-9a-f]{16}$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
@@ -243,7 +243,10 @@ def write_checkpoint(
     _check_json("metrics", metrics)
     _check_json("metadata", metadata)
     files = []
-    for plan in _plan(flat):
+    plans = _plan(flat)
+    total = sum(e.nbytes for p in plans for e in p.entries)
+    block = min(max(total // 16, _COPY_BLOCK[0]), _COPY_BLOCK[1])
+    for plan in plans:
         rel = _rel(ckpt_dir, plan.name)
         file_hash = xxhash.xxh3_64(plan.header)
         tensors = []
@@ -252,11 +255,12 @@ def write_checkpoint(
             for e in plan.entries:
                 hasher = xxhash.xxh3_64()
                 written = 0
-                for chunk in e.codec.chunks(e.leaf, _COPY_BLOCK):
+                for chunk in e.codec.chunks(e.leaf, block):
                     f.write(chunk)
                     hasher.update(chunk)
                     file_hash.update(chunk)
                     written += len(chunk)
+                    del chunk  # let a copied block go before the next one is made
                 if written != e.nbytes:
                     raise CheckpointError(
                         f"{e.name}: wrote {written} bytes, expected {e.nbytes} "
