@@ -336,11 +336,15 @@ if typer is not None:
     @_errors
     def demo_cmd(
         out: Annotated[str, typer.Option(help="Run directory.")] = "highmark-demo",
+        max_epochs: Annotated[int, typer.Option(help="Epoch budget.")] = 100,
+        seed: Annotated[int, typer.Option(help="Seed of split, weights, shuffling.")] = 0,
     ) -> None:
         """Train a small MLP on scikit-learn's digits with early stopping and checkpoints."""
         import importlib
 
-        importlib.import_module("highmark.demo").main(out)
+        code = importlib.import_module("highmark.demo").main(out, max_epochs=max_epochs, seed=seed)
+        if code:
+            raise typer.Exit(int(code))
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 __all__ = [
@@ -36,6 +37,7 @@ def _line(text: str) -> None:
 
 
 def _table(title: str, columns: list[str], left: set[str]) -> Any:
+    """A table whose ``left`` columns are left-aligned; long cells fold."""
     from rich.table import Table
 
     table = Table(title=title)
@@ -118,19 +120,28 @@ def diff_table(data: dict[str, Any]) -> None:
 
 
 def compare_table(data: dict[str, Any]) -> None:
-    """Prints ``highmark compare``: runs side by side, the winner starred and in bold."""
-    columns = ["run", "monitor", "best", "best step", "status", "stop reason", "run/budget",
-               "wall s", "ckpts", "bytes"]  # fmt: skip
+    """Prints ``highmark compare``: one column per run, side by side; the winner starred."""
+    from rich.table import Table
+
+    runs = data["runs"]
     title = "runs" + (f" - winner: {data['winner']}" if data["winner"] else "")
-    table = _table(title, columns, {"run", "monitor", "status", "stop reason"})
-    for r in data["runs"]:
-        table.add_row(
-            ("★ " if r["winner"] else "") + r["run"], f"{r['monitor']} ({r['mode']})",
-            num(r["best_value"]), num(r["best_step"]), num(r["status"]), num(r["stop_reason"]),
-            f"{num(r['run_length'])}/{num(r['budget'])}", num(r["wall_time"]),
-            str(r["checkpoints"]), size(r["bytes"]),
-            style="bold green" if r["winner"] else None,
-        )  # fmt: skip
+    table = Table(title=title)
+    table.add_column("", style="bold")
+    for r in runs:
+        name = ("★ " if r["winner"] else "") + r["run"]
+        table.add_column(name, overflow="fold", style="bold green" if r["winner"] else None)
+    fields: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+        ("monitor", lambda r: f"{r['monitor']} ({r['mode']})"),
+        ("best", lambda r: num(r["best_value"])),
+        ("best step", lambda r: num(r["best_step"])),
+        ("status", lambda r: num(r["status"])),
+        ("stop reason", lambda r: num(r["stop_reason"])),
+        ("run / budget", lambda r: f"{num(r['run_length'])} / {num(r['budget'])} {r['unit']}s"),
+        ("wall time (s)", lambda r: num(r["wall_time"])),
+        ("checkpoints", lambda r: f"{r['checkpoints']} ({size(r['bytes'])})"),
+    ]
+    for label, cell in fields:
+        table.add_row(label, *(cell(r) for r in runs))
     out = console()
     out.print(table)
     if data["note"]:
