@@ -80,11 +80,6 @@ def main(
         quiet: no progress bars, no output (the summary is still logged).
     """
     import torch
-    from torch import nn
-    from torch.utils.data import DataLoader, TensorDataset
-    from tqdm import tqdm
-
-    from highmark.run import Run
 
     def say(text: str = "") -> None:
         if not quiet:
@@ -98,6 +93,24 @@ def main(
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     started = time.perf_counter()
+    threads = torch.get_num_threads()
+    # A model this small runs fastest on one thread; more only add synchronisation (65 ms per
+    # batch instead of 1.5 ms with two threads on a busy two-core machine).
+    torch.set_num_threads(1)
+    try:
+        return _train(out, max_epochs, seed, quiet, say, started)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(out: str, max_epochs: int, seed: int, quiet: bool, say: Any, started: float) -> int:
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+    from tqdm import tqdm
+
+    from highmark.run import Run
+
     torch.manual_seed(seed)
     x_train, y_train, x_val, y_val = build_data(seed)
     model = build_model()
@@ -120,19 +133,19 @@ def main(
         for epoch in run.epochs(max_epochs):
             model.train()
             bar = tqdm(
-                batches,
-                desc=f"epoch {epoch + 1:>3}/{max_epochs}",
+                total=len(batches),
+                desc=f"epoch {epoch:>3}",
                 disable=quiet,
-                leave=True,
-                ncols=100,
+                bar_format="{desc} {bar:16} {n_fmt}/{total_fmt} batches  {postfix}",
+                mininterval=0.5,
                 file=sys.stdout,
             )
-            for xb, yb in bar:
+            for xb, yb in batches:
                 optimizer.zero_grad()
                 loss = loss_fn(model(xb), yb)
                 loss.backward()
                 optimizer.step()
-                bar.set_postfix_str(f"loss {loss.item():.3f}", refresh=False)
+                bar.update(1)
             model.eval()
             with torch.no_grad():
                 logits = model(x_val)
@@ -141,8 +154,9 @@ def main(
             run.report(val_loss=val_loss, val_acc=val_acc, train_loss=loss.item())
             patience_left = max(int(run.stopping.patience) - run.stopping.wait, 0)
             bar.set_postfix_str(
-                f"val_loss {val_loss:.4f}  best {run.best:.4f} (epoch {run.best_step})  "
-                f"patience left {patience_left}"
+                f"val_loss {val_loss:.4f} | best {run.best:.4f} (epoch {run.best_step}) | "
+                f"patience left {patience_left}",
+                refresh=False,
             )
             bar.close()
     summary = run.summary()

@@ -493,6 +493,7 @@ class Run:
         step = self._checkpoint_step(partial)
         metrics, extra = self._checkpoint_metrics(step) if not partial else ({}, {})
         metadata = {"unit": self._unit, "why": why, "partial": partial, "done": self._done, **extra}
+        logger.debug("%s: saving %s %d (%s)", self.directory, self._unit, step, why)
         t0 = time.perf_counter()
         state = self._state(step, partial)
         # force: a checkpoint taken mid-epoch is replaced by the one at the epoch's end

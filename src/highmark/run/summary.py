@@ -25,6 +25,10 @@ def _metrics(metrics: Mapping[str, Any] | None) -> str:
     return "  ".join(f"{k}={_num(v)}" for k, v in metrics.items())
 
 
+def _without(metrics: Mapping[str, Any] | None, key: str) -> dict[str, Any]:
+    return {k: v for k, v in (metrics or {}).items() if k != key}
+
+
 def summary_text(d: Mapping[str, Any]) -> str:
     """Renders the summary of a run from the facts :class:`~highmark.Run` gathered."""
     unit = d["unit"]
@@ -50,7 +54,11 @@ def summary_text(d: Mapping[str, Any]) -> str:
     if d["best_step"] is not None:
         lines.append(
             f"  best:        {unit} {d['best_step']}  {d['monitor']}={_num(d['best'])}"
-            + (f"  ({_metrics(d['best_metrics'])})" if d["best_metrics"] else "")
+            + (
+                f"  ({others})"
+                if (others := _metrics(_without(d["best_metrics"], d["monitor"])))
+                else ""
+            )
         )
     else:
         lines.append(f"  best:        none ({d['monitor']} never improved on its start value)")
