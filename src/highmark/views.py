@@ -96,11 +96,28 @@ def show_tables(data: dict[str, Any]) -> None:
     files = _table("files", ["name", "size", "tensors", "xxh3"], {"name", "xxh3"})
     for f in data["files"]:
         files.add_row(str(f["name"]), size(f["size"] or 0), str(f["tensors"]), str(f["xxh3"]))
-    tensors = _table("tensors", ["key", "dtype", "shape", "file", "xxh3"], {"key", "dtype", "file"})
-    for t in data["tensors"]:
-        cells = (t["key"], t["dtype"], t["shape"], t["file"], t["xxh3"])
-        tensors.add_row(*(str(c) for c in cells))
-    out.print(files, tensors)
+    out.print(files, _key_tree(data["tensors"]))
+
+
+def _key_tree(tensors: list[dict[str, Any]]) -> Any:
+    """The tensors as a tree of their key paths; leaves show dtype, shape and checksum."""
+    from rich.markup import escape
+    from rich.tree import Tree
+
+    root = Tree("[bold]tensors[/]")
+    nodes: dict[str, Any] = {}
+    for t in tensors:
+        parts = str(t["key"]).split(".")
+        parent, path = root, ""
+        for part in parts[:-1]:
+            path = f"{path}.{part}" if path else part
+            if path not in nodes:
+                nodes[path] = parent.add(escape(part))
+            parent = nodes[path]
+        shape = "x".join(str(d) for d in t["shape"] or []) or "scalar"
+        dims = escape(f"[{shape}]")
+        parent.add(f"{escape(parts[-1])}  [cyan]{t['dtype']}[/] {dims}  [dim]{t['xxh3']}[/]")
+    return root
 
 
 def diff_table(data: dict[str, Any]) -> None:

@@ -82,3 +82,11 @@ def test_diff_names_added_and_removed_keys(runner, tmp_path, local_run) -> None:
     weight = next(r for r in data["tensors"] if r["key"] == "model.0.weight")
     assert weight["rel_l2"] == pytest.approx(1.0)  # |0 - a| / |a|
     assert weight["cosine"] is None  # undefined against a zero tensor
+
+
+def test_show_prints_the_tree_of_keys(runner, local_run) -> None:
+    result = runner.invoke(app, ["show", local_run.url], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "step 6" in result.stdout
+    assert "momentum_buffer  float32 [8x4]" in result.stdout
+    assert "optimizer.safetensors" in result.stdout
