@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import struct
@@ -27,7 +28,7 @@ from highmark.store.format import (
     verify_checkpoint,
     write_checkpoint,
 )
-from highmark.torch import TORCH_CODEC, dtype_from_name
+from highmark.torch import TORCH_CODEC
 from highmark.tree import DTYPES, flatten
 
 CKPT = "step-00000001"
@@ -110,7 +111,13 @@ def test_training_state_round_trips_exactly(storage: Storage) -> None:
 @pytest.mark.parametrize("name", list(DTYPES))
 def test_every_torch_dtype_round_trips(name: str) -> None:
     storage = MemoryStorage()
-    state = {"t": {"x": patterned(name, (3, 5)), "empty": patterned(name, (0, 4))}}
+    state = {
+        "t": {
+            "x": patterned(name, (3, 5)),
+            "empty": patterned(name, (0, 4)),
+            "s": patterned(name, ()),
+        }
+    }
     save(storage, state)
     assert_same(load(storage), state)
 
@@ -290,6 +297,38 @@ def test_partial_restore_of_a_nested_key_path(storage: Storage) -> None:
     assert_same(back, {"optimizer": {"state": {0: state["optimizer"]["state"][0]}}})
 
 
+class CountingStorage(MemoryStorage):
+    """The in-memory storage, counting the bytes read through open_read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bytes_read = 0
+
+    def open_read(self, rel: str) -> Any:
+        outer = self
+
+        class Counting(io.BytesIO):
+            def read(self, n: int | None = -1) -> bytes:
+                data = super().read(n)
+                outer.bytes_read += len(data)
+                return data
+
+            def readinto(self, buffer: Any) -> int:
+                n = super().readinto(buffer)
+                outer.bytes_read += n
+                return n
+
+        return Counting(self.read_bytes(rel))
+
+
+def test_restore_of_one_key_reads_only_its_bytes() -> None:
+    storage = CountingStorage()
+    state = {"model": {f"layer{i}": torch.randn(256, 256) for i in range(8)}}  # 8 x 256 KiB
+    save(storage, state)
+    load(storage, keys=["model.layer3"])
+    assert 256 * 256 * 4 <= storage.bytes_read < 256 * 256 * 4 + 4096
+
+
 def test_restore_of_an_unknown_key_is_refused(storage: Storage) -> None:
     save(storage, small_training_state())
     with pytest.raises(ConfigError, match="nope"):
@@ -326,6 +365,22 @@ def test_into_fills_existing_tensors_in_place(storage: Storage) -> None:
         assert v.data_ptr() == ptrs[k]
         assert torch.equal(v, state["model"][k])
         assert back["model"][k] is sd[k]
+
+
+def test_into_fills_parameters_that_require_grad(storage: Storage) -> None:
+    state = small_training_state()
+    save(storage, state)
+    target = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    load(storage, keys=["model"], into=target.state_dict(keep_vars=True))
+    assert target[0].weight.requires_grad
+    assert torch.equal(target[0].weight, state["model"]["0.weight"])
+
+
+def test_into_a_bare_state_dict_without_keys_says_how_to_fill_a_subtree(storage: Storage) -> None:
+    save(storage, small_training_state())
+    target = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    with pytest.raises(ConfigError, match=r"keys=\["):
+        load(storage, into=target.state_dict())
 
 
 def test_into_accepts_the_whole_restored_tree(storage: Storage) -> None:

@@ -555,7 +555,8 @@ def read_checkpoint(
     targets = _targets(into, keys)
     extra = sorted(set(targets) - set(kinds))
     if extra:
-        raise ConfigError(f"`into` has tensors the checkpoint does not hold: {extra[:10]}")
+        hint = "" if keys else " (to fill a subtree such as model.state_dict(), pass keys=[...])"
+        raise ConfigError(f"`into` has tensors the checkpoint does not hold: {extra[:10]}{hint}")
     out: dict[str, Any] = {}
     for file in manifest["files"]:
         wanted = [t for t in file["tensors"] if t["name"] in kinds]
