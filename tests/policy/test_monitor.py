@@ -8,6 +8,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from highmark.errors import ConfigError, MetricNotFoundError
 from highmark.policy.monitor import (
@@ -231,3 +233,25 @@ def test_as_monitor_refuses_arguments_that_conflict_with_a_monitor() -> None:
         as_monitor(shared, mode="min")
     with pytest.raises(ConfigError, match="min_delta"):
         as_monitor(shared, min_delta=0.1)
+
+
+finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)
+delta = st.floats(min_value=0.0, max_value=0.9)
+
+
+@given(current=finite, best=finite, d=delta, mode=st.sampled_from(["min", "max"]))
+def test_a_rel_improvement_is_always_strictly_better(
+    current: float, best: float, d: float, mode: str
+) -> None:
+    m = Monitor(mode=mode, min_delta=d, min_delta_mode="rel")
+    if m.is_improvement(current, best):
+        assert m.is_better(current, best)
+
+
+@given(current=finite, best=finite, d=delta, mode=st.sampled_from(["min", "max"]))
+def test_an_abs_improvement_is_always_strictly_better(
+    current: float, best: float, d: float, mode: str
+) -> None:
+    m = Monitor(mode=mode, min_delta=d)
+    if m.is_improvement(current, best):
+        assert m.is_better(current, best)
