@@ -240,3 +240,9 @@ def test_construction_validates_arguments(make: Any) -> None:
 def test_load_state_dict_names_the_bad_key(criterion: Any, state: Any, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         criterion.load_state_dict(state)
+
+
+def test_a_criterion_given_a_mode_keeps_its_own_monitor() -> None:
+    t = Threshold(0.9, mode="max")
+    highmark.EarlyStopping(monitor="val_loss", criteria=[t])
+    assert t.monitor.mode == "max"

@@ -91,7 +91,7 @@ class _MonitorCriterion:
     reason: str | None
 
     def __init__(self, monitor: str | Monitor | None, mode: str | None = None) -> None:
-        self._bound = monitor is not None
+        self._bound = monitor is not None or mode is not None  # else adopt the stopper's
         self.monitor = as_monitor(monitor, mode)
         self.reason = None
         self._count = 0
