@@ -99,7 +99,12 @@ if typer is not None:
 
     app = typer.Typer(
         name="highmark",
-        help="Early stopping and model saving: inspect, compare, verify and prune training runs.",
+        help=(
+            "Early stopping and model saving: inspect, compare, verify and prune training runs.\n\n"
+            "RUN is a local path or an fsspec URL (s3://bucket/run); pass filesystem options with "
+            "-S KEY=VALUE (dotted keys nest: -S client_kwargs.endpoint_url=http://host:8333), or "
+            "the AWS_* environment variables s3fs reads. Errors exit 1 (--debug: traceback)."
+        ),
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,

@@ -56,3 +56,12 @@ def test_demo_command_is_wired(runner) -> None:
     result = runner.invoke(app, ["demo", "--help"])
     assert result.exit_code == 0
     assert "--out" in result.stdout
+
+
+@pytest.mark.slow
+def test_demo_command_trains_and_leaves_a_run_the_cli_reads(runner, tmp_path) -> None:
+    out = str(tmp_path / "demo")
+    result = runner.invoke(app, ["demo", "--out", out, "--max-epochs", "3"])
+    assert result.exit_code == 0, result.output
+    listed = runner.invoke(app, ["ls", out, "--json"])
+    assert json.loads(listed.stdout)["count"] >= 1
