@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                 failed = True
                 traceback.print_exc()
                 results["figures"][name] = {"title": name, "error": f"{type(exc).__name__}: {exc}"}
+    failed = failed or any("error" in fig for fig in results["figures"].values())
     results["meta"]["seconds"] = time.time() - started
     results["targets"] = report.targets(results)
     stem = f"{stamp[:10]}-{args.size}"

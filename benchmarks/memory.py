@@ -160,17 +160,23 @@ def run(ctx: Context) -> dict[str, Any]:
         cases = [c for c in cases if c not in HIGHMARK]
     rng = random.Random(f"memory-{ctx.seed}")
     samples: dict[str, list[dict[str, Any]]] = {c: [] for c in cases}
+    errors: dict[str, str] = {}
     for rnd in range(ctx.repeat):
         order = cases[:]
         rng.shuffle(order)
         for case in order:
             for scratch in ("hm-sync-save", "hm-async-save", "out.pt", "out.safetensors"):
                 remove(os.path.join(work, scratch))
-            samples[case].append(run_child(case, ctx.nbytes, work, ctx.seed))
+            try:
+                samples[case].append(run_child(case, ctx.nbytes, work, ctx.seed))
+            except RuntimeError as exc:  # keep measuring the other cases; reported below
+                errors.setdefault(case, str(exc)[-600:])
         progress(f"memory: round {rnd + 1}/{ctx.repeat} done")
     remove(work)
     rows = []
     for case, runs in samples.items():
+        if not runs:
+            continue
         size = runs[0]["state_bytes"]
         rows.append(
             row(
@@ -191,6 +197,8 @@ def run(ctx: Context) -> dict[str, Any]:
     }
     if missing is not None:
         figure["skipped"] = missing
+    if errors:
+        figure["error"] = "; ".join(f"{case}: {text}" for case, text in errors.items())
     return {"memory": figure}
 
 

@@ -48,11 +48,18 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     block = _rows(results, "async").get("highmark save (async): blocking part")
     if block:
         frac = block["fraction_of_sync_median"]
+        measured = (
+            f"{100 * frac:.1f} % (median), {100 * block['fraction_of_sync_best']:.1f} % (best)"
+        )
+        copy = _rows(results, "limits").get("copy into reused buffers")
+        sync = _rows(results, "async").get("highmark save (sync)")
+        if copy and sync:
+            measured += (
+                f"; floor (copy into reused buffers) {100 * copy['min'] / sync['min']:.1f} %"
+            )
         out.append(
             _target(
-                "Async save blocks <= 15 % of the synchronous save time",
-                f"{100 * frac:.1f} % (median), {100 * block['fraction_of_sync_best']:.1f} % (best)",
-                frac <= 0.15,
+                "Async save blocks <= 15 % of the synchronous save time", measured, frac <= 0.15
             )
         )
     restore = _rows(results, "restore")
