@@ -163,9 +163,10 @@ if typer is not None:
                 other_url, other_which = parse_spec(diff)
                 with open_run(other_url, opts) as other:
                     a, b = manager.info(which), other.info(other_which)
-                    data = diff_tensors(
-                        manager.storage, checkpoint_dir(a), other.storage, checkpoint_dir(b)
-                    )
+                    dirs = (checkpoint_dir(a), checkpoint_dir(b))
+                    with _progress("comparing", a.size) as advance:
+                        data = diff_tensors(manager.storage, dirs[0], other.storage, dirs[1],
+                                            progress=advance)  # fmt: skip
                     data = {"a": f"{url}:{a.step}", "b": f"{other_url}:{b.step}", **data}
         if as_json:
             return _json(data)
