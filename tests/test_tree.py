@@ -120,6 +120,19 @@ def test_unsupported_leaf_names_its_key_path() -> None:
     assert "optimizer.state.3.step" in str(info.value)
 
 
+def test_a_state_that_contains_itself_is_refused() -> None:
+    loop: list[Any] = [1]
+    loop.append({"back": loop})
+    with pytest.raises(UnsupportedStateError, match="cycle") as info:
+        flatten({"x": loop})
+    assert info.value.path == "x.1.back"
+
+
+def test_a_container_shared_by_two_branches_is_stored_twice() -> None:
+    shared = {"lr": 0.1}
+    assert_same(round_trip({"a": shared, "b": shared}), {"a": {"lr": 0.1}, "b": {"lr": 0.1}})
+
+
 def test_set_is_refused() -> None:
     with pytest.raises(UnsupportedStateError, match=r"builtins\.set"):
         flatten({"x": {1, 2}})

@@ -256,6 +256,7 @@ def flatten(tree: Any) -> FlatTree:
     """
     tensors: dict[str, Any] = {}
     seen: set[str] = set()
+    open_containers: set[int] = set()  # ids of the containers being walked: a cycle check
 
     def claim(path: str) -> None:
         if path in seen:
@@ -270,6 +271,17 @@ def flatten(tree: Any) -> FlatTree:
         kind = type(node)
         if kind is float or kind is int or kind is bool or kind is str or node is None:
             return node
+        if kind in (dict, OrderedDict, list, tuple):
+            if id(node) in open_containers:
+                raise UnsupportedStateError(path, "the state contains itself (a reference cycle)")
+            open_containers.add(id(node))
+            try:
+                return container(node, kind, path)
+            finally:
+                open_containers.discard(id(node))
+        return leaf(node, kind, path)
+
+    def container(node: Any, kind: type, path: str) -> Any:
         if kind is dict or kind is OrderedDict:
             items = []
             for key, value in node.items():
@@ -284,13 +296,14 @@ def flatten(tree: Any) -> FlatTree:
                 claim(child)
                 items.append([key, walk(value, child)])
             return {"odict" if kind is OrderedDict else "dict": items}
-        if kind is list or kind is tuple:
-            out = []
-            for i, value in enumerate(node):
-                child = _join(path, i)
-                claim(child)
-                out.append(walk(value, child))
-            return {"list" if kind is list else "tuple": out}
+        out = []
+        for i, value in enumerate(node):
+            child = _join(path, i)
+            claim(child)
+            out.append(walk(value, child))
+        return {"list" if kind is list else "tuple": out}
+
+    def leaf(node: Any, kind: type, path: str) -> Any:
         if isinstance(node, np.generic):
             arr = np.asarray(node)
             _NUMPY.describe(arr, path)
