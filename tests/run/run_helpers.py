@@ -13,6 +13,13 @@ from pathlib import Path
 import child_train
 import torch
 
+from highmark.demo import build_data
+
+# Warm what the children would otherwise each import on first use: building the first torch
+# optimizer imports torch._dynamo (seconds on a busy machine), and the digits load sklearn.
+torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+build_data(0)
+
 
 class Child:
     """A running ``child_train.py`` whose merged stdout/stderr is read line by line."""
