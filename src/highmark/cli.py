@@ -78,7 +78,10 @@ def storage_options(pairs: list[str] | None) -> dict[str, Any]:
 
 
 def _json(data: Any) -> None:
-    print(json.dumps(data, indent=2, allow_nan=False))
+    """Prints strict JSON (non-finite numbers become null) for scripts."""
+    from highmark.inspect import strict
+
+    print(json.dumps(strict(data), indent=2, allow_nan=False))
 
 
 @contextmanager
@@ -317,7 +320,6 @@ if typer is not None:
 
         Each policy option takes a value, a list (2,5,10) or a range (0..30, 0..0.01:0.002).
         """
-        from highmark.inspect import strict
         from highmark.replay import load_curves, parse_grid, replay
 
         grid = parse_grid({"patience": patience, "min_delta": min_delta,
@@ -334,7 +336,7 @@ if typer is not None:
 
             replay_plot(result, plot)
         if as_json:
-            return _json(strict(result.to_dict()))
+            return _json(result.to_dict())
         views.replay_table(result, len(grid), len(loaded))
         return None
 

@@ -283,7 +283,7 @@ def evaluate(
         value = _finite(metrics.get(key))
         if value is not None and monitor.is_improvement(value, best_value):
             best_value, best_idx = value, i
-        if stopper.update(metrics, step=step):
+        if stopper.update({k: v for k, v in metrics.items() if v is not None}, step=step):
             stopped, last = True, i
             break
     best_anywhere = _best_anywhere((m.get(key) for _, m in points), mode)
