@@ -271,19 +271,20 @@ def retention_from_flags(
 
     ``keep_best`` needs a monitor; without one it is ignored (nothing can rank).
     """
+    for name, n, minimum in (
+        ("keep_best", keep_best, 0),
+        ("keep_last", keep_last, 0),
+        ("keep_every", keep_every, 1),
+    ):
+        if n is not None:
+            _count(name, n, minimum)
     rules: list[RetentionRule] = []
     if keep_best and monitor is not None:
         rules.append(KeepBest(keep_best, monitor))
-    elif keep_best is not None:
-        _count("keep_best", keep_best, 0)
     if keep_last:
         rules.append(KeepLast(keep_last))
-    elif keep_last is not None:
-        _count("keep_last", keep_last, 0)
     if keep_every:
         rules.append(KeepEvery(keep_every))
-    elif keep_every is not None:
-        _count("keep_every", keep_every, 1)
     return Retention(rules, max_bytes=max_bytes)
 
 
