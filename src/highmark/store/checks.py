@@ -1,0 +1,218 @@
+"""Validation of hostile checkpoint input: safetensors headers and manifests.
+
+Everything read from storage is checked before it is used: a header length against the file size
+before anything is allocated, JSON well-formedness, dtypes, shapes against byte lengths, offsets
+contiguous and in bounds, file names that are plain names, and the manifest's own checksum.
+Failures raise :class:`~highmark.errors.CorruptCheckpointError` naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import numpy as np
+import xxhash
+
+from highmark.__about__ import __version__
+from highmark.errors import CorruptCheckpointError, IncompatibleFormatError
+from highmark.tree import DTYPES, tensor_kinds
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MAX_HEADER",
+    "Header",
+    "canonical",
+    "check_header",
+    "hex64",
+    "read_header",
+    "validate_manifest",
+]
+
+FORMAT_VERSION = 1
+MAX_HEADER = 100 << 20  # the limit safetensors itself applies
+_HEX16 = re.compile(r"^[0-9a-f]{16}$")
+_ST_BITS = {d.st: d.st_bits for d in DTYPES.values() if d.st is not None}
+
+
+def hex64(digest: int) -> str:
+    """An xxh3-64 digest as 16 hex digits."""
+    return f"{digest:016x}"
+
+
+def canonical(manifest: Mapping[str, Any]) -> bytes:
+    """The bytes a manifest's checksum covers: its JSON without "checksum", keys sorted."""
+    body = {k: v for k, v in manifest.items() if k != "checksum"}
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode("ascii")
+
+
+def _is_int(value: Any, minimum: int = 0) -> bool:
+    return type(value) is int and value >= minimum
+
+
+def _plain_name(name: Any) -> bool:
+    return (
+        isinstance(name, str)
+        and 0 < len(name) <= 255
+        and name.endswith(".safetensors")
+        and not name.startswith(".")
+        and not any(c in name for c in "/\\\x00:")
+    )
+
+
+def validate_manifest(m: Any, rel: str) -> None:
+    def bad(message: str) -> CorruptCheckpointError:
+        return CorruptCheckpointError(rel, message)
+
+    if not isinstance(m, dict):
+        raise bad("not a JSON object")
+    version = m.get("format")
+    if type(version) is not int or version < 1:
+        raise bad(f"no valid format version (got {version!r})")
+    if version > FORMAT_VERSION:
+        raise IncompatibleFormatError(
+            f"{rel}: written in checkpoint format {version}; this highmark ({__version__}) reads "
+            f"format {FORMAT_VERSION} and older: upgrade highmark"
+        )
+    checksum = m.get("checksum")
+    if not isinstance(checksum, str) or checksum != hex64(xxhash.xxh3_64_intdigest(canonical(m))):
+        raise bad("manifest checksum mismatch (the manifest is damaged or was edited)")
+    if not _is_int(m.get("step")) or not isinstance(m.get("created"), (int, float)):
+        raise bad("missing or invalid step/created")
+    if not isinstance(m.get("metrics"), dict) or not isinstance(m.get("metadata"), dict):
+        raise bad("missing or invalid metrics/metadata")
+    try:
+        kinds = tensor_kinds(m.get("skeleton"))
+    except (ValueError, RecursionError) as exc:
+        raise bad(f"invalid skeleton: {exc}") from None
+    files = m.get("files")
+    if not isinstance(files, list):
+        raise bad("missing file list")
+    seen_files: set[str] = set()
+    seen: set[str] = set()
+    for f in files:
+        if not isinstance(f, dict) or not _plain_name(f.get("name")):
+            raise bad(f"file entry with an unsafe or invalid name: {str(f)[:120]}")
+        name = f["name"]
+        if name.lower() in seen_files:
+            raise bad(f"file {name!r} listed twice")
+        seen_files.add(name.lower())
+        ok = _is_int(f.get("size")) and _is_int(f.get("data_start"), 8)
+        if not ok or not _HEX16.match(str(f.get("xxh3"))) or not isinstance(f.get("tensors"), list):
+            raise bad(f"file {name!r}: missing or invalid size/data_start/xxh3/tensors")
+        end = 0
+        for t in f["tensors"]:
+            tname = t.get("name") if isinstance(t, dict) else None
+            if not isinstance(tname, str) or tname in seen or tname not in kinds:
+                raise bad(f"file {name!r}: tensor {tname!r} is duplicated or not in the skeleton")
+            seen.add(tname)
+            _validate_tensor(t, kinds[tname], f"file {name!r}, tensor {tname!r}", bad)
+            if t["data_offsets"][0] != end:
+                raise bad(f"file {name!r}, tensor {tname!r}: data offsets are not contiguous")
+            end = t["data_offsets"][1]
+        if f["data_start"] + end != f["size"]:
+            raise bad(f"file {name!r}: size {f['size']} does not match its tensors")
+    missing = set(kinds) - seen
+    if missing:
+        raise bad(f"tensors in the skeleton but in no file: {sorted(missing)[:5]}")
+
+
+def _numpy_dtype(name: str) -> bool:
+    try:
+        return bool(np.dtype(name).name == name)
+    except TypeError:
+        return False
+
+
+def _validate_tensor(t: dict[str, Any], kind: str, where: str, bad: Any) -> None:
+    dtype, shape, offsets = t.get("dtype"), t.get("shape"), t.get("data_offsets")
+    if t.get("kind") != kind or dtype not in DTYPES or not _HEX16.match(str(t.get("xxh3"))):
+        raise bad(f"{where}: invalid kind/dtype/xxh3")
+    if not isinstance(shape, list) or not all(_is_int(n) for n in shape):
+        raise bad(f"{where}: invalid shape {shape!r:.80}")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)):
+        raise bad(f"{where}: invalid data offsets")
+    if kind == "numpy" and not _numpy_dtype(dtype):
+        raise bad(f"{where}: dtype {dtype} cannot be a numpy array")
+    if offsets[1] - offsets[0] != math.prod(shape) * DTYPES[dtype].itemsize:
+        raise bad(f"{where}: byte length does not match dtype and shape")
+
+
+@dataclass
+class Header:
+    data_start: int
+    entries: dict[str, tuple[str, list[int], int, int]]  # name -> (st dtype, shape, begin, end)
+
+
+def _read_exact(f: BinaryIO, n: int, rel: str) -> bytes:
+    data = f.read(n)
+    if len(data) != n:
+        raise CorruptCheckpointError(rel, "file is truncated")
+    return data
+
+
+def read_header(f: BinaryIO, file_size: int, rel: str) -> Header:
+    """Parse and validate a safetensors header, allocating nothing the file size does not cover."""
+
+    def bad(message: str) -> CorruptCheckpointError:
+        return CorruptCheckpointError(rel, f"not a valid safetensors file: {message}")
+
+    if file_size < 8:
+        raise bad(f"{file_size} bytes is too small")
+    f.seek(0)
+    n = int.from_bytes(_read_exact(f, 8, rel), "little")
+    if n < 2 or n > file_size - 8 or n > MAX_HEADER:
+        raise bad(f"header length {n} is impossible for a file of {file_size} bytes")
+    try:
+        header = json.loads(_read_exact(f, n, rel).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise bad(f"header is not JSON ({str(exc)[:120]})") from None
+    if not isinstance(header, dict):
+        raise bad("header is not a JSON object")
+    entries: dict[str, tuple[str, list[int], int, int]] = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            if not isinstance(info, dict) or not all(isinstance(v, str) for v in info.values()):
+                raise bad("__metadata__ must map strings to strings")
+            continue
+        if not isinstance(info, dict):
+            raise bad(f"entry {name!r} is not an object")
+        dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+        if dtype not in _ST_BITS:
+            raise bad(f"tensor {name!r} has unknown dtype {dtype!r:.40}")
+        if not isinstance(shape, list) or not all(_is_int(d) for d in shape):
+            raise bad(f"tensor {name!r} has an invalid shape")
+        if not (
+            isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)
+        ):
+            raise bad(f"tensor {name!r} has invalid data offsets")
+        begin, end = offsets
+        if end < begin or math.prod(shape) * _ST_BITS[dtype] != 8 * (end - begin):
+            raise bad(f"tensor {name!r}: byte length {end - begin} does not match {dtype}{shape}")
+        entries[name] = (dtype, shape, begin, end)
+    position = 0
+    for name, (_, _, begin, end) in sorted(entries.items(), key=lambda kv: kv[1][2:]):
+        if begin != position:
+            raise bad(f"tensor {name!r}: data offsets overlap or leave a gap")
+        position = end
+    if 8 + n + position != file_size:
+        raise bad(f"data of {position} bytes does not fill the file of {file_size} bytes")
+    return Header(8 + n, entries)
+
+
+def check_header(header: Header, file: Mapping[str, Any], rel: str) -> None:
+    """Check that a validated header describes exactly the tensors the manifest lists."""
+    expected = {t["name"]: t for t in file["tensors"]}
+    if set(header.entries) != set(expected) or header.data_start != file["data_start"]:
+        raise CorruptCheckpointError(rel, "header does not match the manifest (tensor names)")
+    for name, (st, st_shape, begin, end) in header.entries.items():
+        t = expected[name]
+        want = DTYPES[t["dtype"]].header_entry(t["shape"], end - begin)
+        if (st, st_shape) != want or [begin, end] != t["data_offsets"]:
+            raise CorruptCheckpointError(
+                rel, f"header entry of {name!r} does not match the manifest"
+            )
