@@ -169,3 +169,11 @@ def test_young_interval_is_sqrt_of_twice_cost_times_mtbf() -> None:
 def test_young_interval_refuses_non_positive_inputs(cost: float, mtbf: float) -> None:
     with pytest.raises(ConfigError):
         young_interval(cost, mtbf)
+
+
+def test_retention_docstring_examples_run() -> None:
+    import doctest
+
+    import highmark.policy.retention as retention
+
+    assert doctest.testmod(retention, raise_on_error=False).failed == 0
