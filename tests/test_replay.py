@@ -206,3 +206,12 @@ def test_smoothing_in_the_grid_delays_the_stop() -> None:
     assert raw.stop_step == 3
     assert smooth.stop_step == 6
     assert smooth.restore_step == 6
+
+
+def test_generalization_loss_criterion_stops_where_gl_exceeds_alpha() -> None:
+    # GL(t) = 100 * (E(t) / min E - 1): 0.75/0.7 -> 7.1 (step 3), 0.9/0.7 -> 28.6 (step 6)
+    grid = parse_grid({"patience": "30", "criteria": "gl:5,gl:10"})
+    gl5, gl10 = (p.curves[0] for p in replay([make_curve("a", LOSS)], grid).policies)
+    assert (gl5.stop_step, gl5.restore_step) == (3, 2)
+    assert (gl10.stop_step, gl10.restore_step) == (6, 2)
+    assert gl10.reason
