@@ -452,7 +452,7 @@ def select(skeleton: Any, keys: Sequence[str]) -> Any:
     result = walk(skeleton, "")
     missing = sorted(wanted - found)
     if missing:
-        top = [str(p) for p, _ in _top_level(skeleton)]
+        top = [str(p) for p, _ in top_level_keys(skeleton)]
         raise ConfigError(
             f"key path(s) {', '.join(map(repr, missing))} not in the checkpoint "
             f"(top-level keys: {', '.join(top) or 'none'})"
@@ -460,13 +460,9 @@ def select(skeleton: Any, keys: Sequence[str]) -> Any:
     return result
 
 
-def _top_level(skeleton: Any) -> list[tuple[str | int, Any]]:
+def top_level_keys(skeleton: Any) -> list[tuple[str | int, Any]]:
+    """The root's (key, child node) pairs; empty when the root is not a container."""
     if not isinstance(skeleton, dict) or "tensor" in skeleton:
         return []
     tag, body = next(iter(skeleton.items()))
-    return [tuple(p) for p in body] if tag in ("dict", "odict") else list(enumerate(body))
-
-
-def top_level_keys(skeleton: Any) -> list[tuple[str | int, Any]]:
-    """The root's (key, child node) pairs; empty when the root is not a container."""
-    return _top_level(skeleton)
+    return [(p[0], p[1]) for p in body] if tag in ("dict", "odict") else list(enumerate(body))
