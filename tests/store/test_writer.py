@@ -137,3 +137,28 @@ def test_host_snapshot_copies_non_contiguous_and_bfloat16() -> None:
     copy = snap.copy(flatten({"t": src})).tensors["t"]
     assert copy.dtype == torch.bfloat16
     assert torch.equal(copy, src)
+
+
+# Python >= 3.12 warns that fork() in a multi-threaded process may deadlock; that is the case
+# under test (the writer must recover in the child), so the warning is expected here.
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+def test_forked_child_can_submit_after_the_parent_had_a_job_in_flight() -> None:
+    import os
+
+    writer = AsyncWriter()
+    release = threading.Event()
+    writer.submit(release.wait, what="parent job")
+    pid = os.fork()
+    if pid == 0:  # the child: its copy of the writer has no thread; a new submit must work
+        code = 1
+        try:
+            done: list[int] = []
+            writer.submit(lambda: done.append(1), what="child job")
+            writer.wait()
+            code = 0 if done == [1] else 2
+        finally:
+            os._exit(code)
+    release.set()
+    _, status = os.waitpid(pid, 0)
+    writer.close()
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 import weakref
 from collections.abc import Callable
@@ -134,6 +135,18 @@ class AsyncWriter:
                 with self._cond:
                     self._job = None
                     self._cond.notify_all()
+
+
+def _reset_after_fork() -> None:
+    """A forked child has no writer thread: forget the parent's in-flight job and thread."""
+    for writer in list(_WRITERS):
+        writer._cond = threading.Condition()
+        writer._job = None
+        writer._thread = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 @atexit.register
