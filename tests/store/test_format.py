@@ -6,6 +6,8 @@ import io
 import json
 import math
 import struct
+import subprocess
+import sys
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -599,3 +601,19 @@ def test_arbitrary_trees_round_trip_through_the_format(tree: Any) -> None:
     storage = MemoryStorage()
     write_checkpoint(storage, CKPT, flat, step=0, metrics={}, metadata={}, created=0.0)
     assert_same(load(storage), tree)
+
+
+def test_numpy_only_checkpoint_never_imports_torch() -> None:
+    code = (
+        "import sys, numpy as np\n"
+        "from highmark.store.backend import MemoryStorage\n"
+        "from highmark.store.format import write_checkpoint, read_manifest, read_checkpoint\n"
+        "from highmark.tree import flatten\n"
+        "s = MemoryStorage()\n"
+        "write_checkpoint(s, 'c', flatten({'a': {'x': np.ones(3)}}), step=0, metrics={},\n"
+        "                 metadata={}, created=0.0)\n"
+        "back = read_checkpoint(s, 'c', read_manifest(s, 'c'))\n"
+        "assert back['a']['x'].tolist() == [1.0, 1.0, 1.0]\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
