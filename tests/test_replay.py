@@ -215,3 +215,11 @@ def test_generalization_loss_criterion_stops_where_gl_exceeds_alpha() -> None:
     assert (gl5.stop_step, gl5.restore_step) == (3, 2)
     assert (gl10.stop_step, gl10.restore_step) == (6, 2)
     assert gl10.reason
+
+
+def test_monitor_and_mode_default_to_what_the_run_recorded() -> None:
+    rows: list[dict[str, float | None]] = [{"val_acc": v} for v in (0.5, 0.7, 0.6, 0.65, 0.9)]
+    curve = Curve("acc", list(range(5)), rows, info={"monitor": "val_acc", "mode": "max"})
+    result = replay([curve], parse_grid({"patience": "2"}))
+    assert result.monitor == "val_acc"
+    assert result.policies[0].curves[0].regret == pytest.approx(0.9 - 0.7)

@@ -297,11 +297,15 @@ if typer is not None:
     @_errors
     def replay_cmd(
         curves: Annotated[list[str], typer.Argument(help="Runs, CSV, Keras JSON, metrics.csv.")],
-        monitor: str = "val_loss",
+        monitor: Annotated[
+            str | None, typer.Option(help="Default: the run's, else val_loss.")
+        ] = None,
         patience: str | None = "0..30",
         min_delta: str | None = None,
         min_delta_mode: str | None = None,
-        mode: str = "min",
+        mode: Annotated[
+            str | None, typer.Option(help="min | max (default: the run's, else min).")
+        ] = None,
         baseline: str | None = None,
         start_from: str | None = None,
         criteria: Annotated[

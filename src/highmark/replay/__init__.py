@@ -331,8 +331,8 @@ def replay(
     curves: Sequence[Curve],
     grid: Sequence[Mapping[str, Any]],
     *,
-    monitor: str = "val_loss",
-    mode: str = "min",
+    monitor: str | None = None,
+    mode: str | None = None,
     score: str | None = None,
     score_mode: str = "max",
     tolerance: float = 0.01,
@@ -340,13 +340,17 @@ def replay(
 ) -> ReplayResult:
     """Evaluates every policy of ``grid`` on every curve and recommends the cheapest good one.
 
-    The recommendation is the policy with the largest mean budget saved among those whose mean
-    regret is at most ``tolerance`` (ties: the lower mean regret, then the earlier grid point).
-    A policy with a curve where it restores nothing (no finite value seen) has no mean regret and
-    is never recommended.
+    ``monitor``/``mode`` default to what the first highmark run among ``curves`` recorded in its
+    ``run.json``, else ``val_loss``/``min``. The recommendation is the policy with the largest
+    mean budget saved among those whose mean regret is at most ``tolerance`` (ties: the lower
+    mean regret, then the earlier grid point). A policy with a curve where it restores nothing
+    (no finite value seen) has no mean regret and is never recommended.
     """
     if not curves:
         raise ConfigError("no curves to replay")
+    recorded = next((c.info for c in curves if c.info.get("monitor")), {})
+    monitor = monitor or str(recorded.get("monitor", "val_loss"))
+    mode = mode or str(recorded.get("mode", "min"))
     if not grid:
         grid = [{}]
     if mode not in ("min", "max") or score_mode not in ("min", "max"):
