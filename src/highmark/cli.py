@@ -85,11 +85,14 @@ def _json(data: Any) -> None:
 
 
 @contextmanager
-def _progress(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
-    """A progress bar on stderr (silent when stderr is not a terminal); yields advance(n)."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+def _progress(
+    label: str, total: int | None, count: bool = False
+) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr (bytes, or items with ``count``); yields ``advance(n)``."""
+    from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn
 
-    columns = [TextColumn("{task.description}"), BarColumn(), DownloadColumn()]
+    done = MofNCompleteColumn() if count else DownloadColumn()
+    columns = [TextColumn("{task.description}"), BarColumn(), done]
     with Progress(*columns, console=views.console(stderr=True), transient=True) as bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.advance(task, n)
@@ -199,7 +202,7 @@ if typer is not None:
         damaged: list[tuple[int, str, str]] = []
         with open_run(run, storage_options(storage_option)) as manager:
             steps = [c.step for c in manager.checkpoints()]
-            with _progress("verifying", len(steps)) as advance:
+            with _progress("verifying", len(steps), count=True) as advance:
                 for step in steps:
                     report = manager.verify(step)
                     damaged += [(step, str(path), str(why)) for path, why in report.damaged]
@@ -273,7 +276,9 @@ if typer is not None:
                     json.dump({**meta, "metrics": strict(dict(info.metrics))}, f, indent=2)
             else:
                 target = out
-            total = sum(t.nbytes for t in checkpoint_tensors(manager.storage, ckpt).values())
+            prefix = f"{key}." if key else ""
+            tensors = checkpoint_tensors(manager.storage, ckpt).items()
+            total = sum(t.nbytes for name, t in tensors if name.startswith(prefix))
             with _progress("exporting", total) as advance:
                 result = export_tensors(manager.storage, ckpt, target, key or None, meta, advance)
         print(f"exported {result['tensors']} tensor(s), {views.size(result['bytes'])} "
