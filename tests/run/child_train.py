@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         batches = run.loader(data)
         for epoch in run.epochs(args.max_epochs):
             model.train()
-            for i, (xb, yb) in enumerate(batches):
+            for xb, yb in batches:
+                i = batches.consumed - 1  # counts the batches skipped after a mid-epoch resume
                 optimizer.zero_grad()
                 loss_fn(model(xb), yb).backward()
                 optimizer.step()

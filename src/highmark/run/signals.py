@@ -70,13 +70,22 @@ class SignalCatcher:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.received is not None and signum == signal.SIGINT:
-            logger.warning("second interrupt: aborting at once, without saving")
+            _log_soon("second interrupt: aborting at once, without saving")
             self.uninstall()
-            raise KeyboardInterrupt
+            error = KeyboardInterrupt()
+            if hasattr(error, "add_note"):  # Python >= 3.11
+                error.add_note("highmark: second interrupt, aborted at once without saving")
+            raise error
         if self.received is None:
             self.received = signum
-            logger.warning(
-                "received %s: the run will save a checkpoint at the next step boundary and exit "
-                "(press Ctrl-C again to abort at once)",
-                signal_name(signum),
+            _log_soon(
+                f"received {signal_name(signum)}: the run will save a checkpoint at the next step "
+                "boundary and exit (press Ctrl-C again to abort at once)"
             )
+
+
+def _log_soon(message: str) -> None:
+    # A signal handler runs between two bytecodes of the main thread, possibly in the middle of
+    # a write to the very stream a log handler writes to (a re-entrant write raises
+    # RuntimeError). Logging from a short-lived thread waits for that write to finish instead.
+    threading.Thread(target=logger.warning, args=(message,), name="highmark-signal-log").start()
