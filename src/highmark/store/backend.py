@@ -5,14 +5,13 @@ paths and ``..`` are refused, so a hostile index cannot escape the run directory
 declares its commit: :class:`LocalStorage` writes into a staging directory, fsyncs every file and
 directory and renames; :class:`FsspecStorage` (S3 and any fsspec URL) has no rename and writes a
 ``COMMITTED`` marker last. :class:`MemoryStorage` is an in-process double with object-store
-semantics. One writer per run: :meth:`Storage.lock` raises :class:`~highmark.errors.LockedError`
-naming the live holder.
+semantics (both live in :mod:`highmark.store.objectstore` and are re-exported here). One writer
+per run: :meth:`Storage.lock` raises :class:`~highmark.errors.LockedError` naming the live holder.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import os
@@ -23,9 +22,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from typing import IO, Any, BinaryIO, Protocol, cast
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from highmark.errors import ConfigError, CorruptCheckpointError, LockedError
+
+if TYPE_CHECKING:
+    from highmark.store.objectstore import FsspecStorage, MemoryStorage
 
 __all__ = [
     "COMMIT_MARKER",
@@ -346,254 +348,6 @@ class LocalStorage:
         return _LocalLock(self._path(LOCK_NAME), owner)
 
 
-# --------------------------------------------------------------------------- object stores
-
-
-class _ObjectLock:
-    """A lock object (host, pid, time) on a store without locks; stale when dead or expired."""
-
-    def __init__(self, storage: FsspecStorage | MemoryStorage, owner: str, ttl: float) -> None:
-        self._storage = storage
-        self._owner = owner
-        self._token = uuid.uuid4().hex
-        self._held = False
-        if storage.exists(LOCK_NAME):
-            try:
-                info = json.loads(storage.read_bytes(LOCK_NAME))
-            except (ValueError, OSError):
-                info = {}
-            if not self._stale(info, ttl):
-                raise LockedError(f"{storage.url}: the run is locked by {_lock_holder(info)}")
-            log.warning("%s: taking over a stale lock of %s", storage.url, _lock_holder(info))
-        self.refresh()
-        check = json.loads(storage.read_bytes(LOCK_NAME))
-        if check.get("token") != self._token:  # lost a race with another writer
-            raise LockedError(f"{storage.url}: the run is locked by {_lock_holder(check)}")
-
-    @staticmethod
-    def _stale(info: dict[str, Any], ttl: float) -> bool:
-        if not info:
-            return True
-        same_host = info.get("host") == socket.gethostname()
-        if same_host and isinstance(info.get("pid"), int) and not _pid_alive(info["pid"]):
-            return True
-        return bool(time.time() - float(info.get("time", 0.0)) > ttl)
-
-    def refresh(self) -> None:
-        """Rewrite the lock object with the current time (the holder calls this on every save)."""
-        record = _lock_record(self._owner, self._token)
-        self._storage.replace_atomic(LOCK_NAME, json.dumps(record).encode())
-        self._held = True
-
-    def release(self) -> None:
-        if not self._held:
-            return
-        self._held = False
-        with contextlib.suppress(OSError, ValueError):
-            if json.loads(self._storage.read_bytes(LOCK_NAME)).get("token") == self._token:
-                self._storage.remove(LOCK_NAME)
-
-
-class FsspecStorage:
-    """A run under any fsspec URL (``s3://bucket/run``): no rename, a marker written last."""
-
-    is_local = False
-
-    def __init__(
-        self, url: str, storage_options: dict[str, Any] | None = None, lock_ttl: float = 3600.0
-    ) -> None:
-        import fsspec
-
-        self.url = url
-        self.lock_ttl = lock_ttl
-        self.fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
-        self.root = str(root).rstrip("/")
-
-    def _path(self, rel: str) -> str:
-        check_relpath(rel)
-        return _join(self.root, rel) if rel else self.root
-
-    @contextlib.contextmanager
-    def open_write(self, rel: str) -> Iterator[BinaryIO]:
-        """Open ``rel`` for writing; on error abort the upload and remove what was written."""
-        path = self._path(rel)
-        f = self.fs.open(path, "wb")
-        try:
-            yield cast(BinaryIO, f)
-        except BaseException:
-            for cleanup in (getattr(f, "discard", None), f.close, lambda: self.fs.rm(path)):
-                with contextlib.suppress(Exception):
-                    if cleanup is not None:
-                        cleanup()
-            raise
-        f.close()
-
-    def open_read(self, rel: str) -> BinaryIO:
-        return cast(BinaryIO, self.fs.open(self._path(rel), "rb"))
-
-    def local_path(self, rel: str) -> str | None:
-        return None
-
-    def read_bytes(self, rel: str) -> bytes:
-        return bytes(self.fs.cat_file(self._path(rel)))
-
-    def write_bytes(self, rel: str, data: bytes) -> None:
-        self.fs.pipe_file(self._path(rel), data)
-
-    def replace_atomic(self, rel: str, data: bytes) -> None:
-        """A single PUT: object stores replace an object atomically."""
-        self.fs.pipe_file(self._path(rel), data)
-
-    def exists(self, rel: str) -> bool:
-        path = self._path(rel)
-        self.fs.invalidate_cache(path)
-        return bool(self.fs.exists(path))
-
-    def size(self, rel: str) -> int:
-        path = self._path(rel)
-        self.fs.invalidate_cache(path)
-        return int(self.fs.size(path))
-
-    def listdir(self, rel: str = "") -> list[str]:
-        path = self._path(rel)
-        self.fs.invalidate_cache(path)
-        try:
-            entries = self.fs.ls(path, detail=False)
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-        own = path.rstrip("/")
-        return sorted(
-            {str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries if str(e).rstrip("/") != own}
-        )
-
-    def makedirs(self, rel: str) -> None:
-        with contextlib.suppress(OSError):
-            self.fs.makedirs(self._path(rel), exist_ok=True)
-
-    def remove(self, rel: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.fs.rm(self._path(rel))
-
-    def remove_tree(self, rel: str) -> None:
-        """Remove the commit marker first, so a half-removed checkpoint is never seen committed."""
-        if self.exists(_join(rel, COMMIT_MARKER)):
-            self.remove(_join(rel, COMMIT_MARKER))
-        path = self._path(rel)
-        s3 = hasattr(self.fs, "call_s3")
-        dirs = [path]
-        if s3:  # filer-backed S3 servers (SeaweedFS) keep empty "dir/" entries: remove them too
-            found = self.fs.find(path, withdirs=True, detail=True)
-            dirs += [p for p, info in found.items() if info.get("type") == "directory"]
-        with contextlib.suppress(FileNotFoundError):
-            self.fs.rm(path, recursive=True)
-        if s3:
-            for d in sorted(dirs, key=lambda p: p.count("/"), reverse=True):
-                bucket, key, _ = self.fs.split_path(d)
-                with contextlib.suppress(Exception):
-                    self.fs.call_s3("delete_object", Bucket=bucket, Key=key.rstrip("/") + "/")
-        self.fs.invalidate_cache(path)
-
-    def free_bytes(self) -> int | None:
-        return None
-
-    def staging_dir(self, final: str) -> str:
-        return check_relpath(final)
-
-    def commit_dir(self, staging: str, final: str) -> None:
-        if staging != final:
-            raise ConfigError(f"{self.url}: object stores commit in place ({staging} != {final})")
-        self.write_bytes(_join(final, COMMIT_MARKER), json.dumps({"time": time.time()}).encode())
-
-    def is_committed(self, final: str) -> bool:
-        return self.exists(_join(final, COMMIT_MARKER))
-
-    def recover(self) -> list[str]:
-        """Nothing to do at the storage level: uncommitted dirs are found by the manager."""
-        return []
-
-    def lock(self, owner: str) -> StorageLock:
-        return _ObjectLock(self, owner, self.lock_ttl)
-
-
-class MemoryStorage:
-    """An in-process storage with object-store semantics (marker commit), for tests."""
-
-    is_local = False
-
-    def __init__(self, url: str = "memory://run", lock_ttl: float = 3600.0) -> None:
-        self.url = url
-        self.lock_ttl = lock_ttl
-        self.files: dict[str, bytes] = {}
-
-    @contextlib.contextmanager
-    def open_write(self, rel: str) -> Iterator[BinaryIO]:
-        check_relpath(rel)
-        buf = io.BytesIO()
-        yield buf
-        self.files[rel] = buf.getvalue()
-
-    def open_read(self, rel: str) -> BinaryIO:
-        return io.BytesIO(self.read_bytes(rel))
-
-    def local_path(self, rel: str) -> str | None:
-        return None
-
-    def read_bytes(self, rel: str) -> bytes:
-        try:
-            return self.files[check_relpath(rel)]
-        except KeyError:
-            raise FileNotFoundError(f"{self.url}/{rel}") from None
-
-    def write_bytes(self, rel: str, data: bytes) -> None:
-        self.files[check_relpath(rel)] = bytes(data)
-
-    def replace_atomic(self, rel: str, data: bytes) -> None:
-        self.write_bytes(rel, data)
-
-    def exists(self, rel: str) -> bool:
-        check_relpath(rel)
-        return rel in self.files or any(k.startswith(rel + "/") for k in self.files)
-
-    def size(self, rel: str) -> int:
-        return len(self.read_bytes(rel))
-
-    def listdir(self, rel: str = "") -> list[str]:
-        prefix = check_relpath(rel) + "/" if rel else ""
-        return sorted(
-            {k[len(prefix) :].split("/", 1)[0] for k in self.files if k.startswith(prefix)}
-        )
-
-    def makedirs(self, rel: str) -> None:
-        check_relpath(rel)
-
-    def remove(self, rel: str) -> None:
-        self.files.pop(check_relpath(rel), None)
-
-    def remove_tree(self, rel: str) -> None:
-        prefix = check_relpath(rel) + "/"
-        self.files.pop(prefix + COMMIT_MARKER, None)
-        for key in [k for k in self.files if k.startswith(prefix) or k == rel]:
-            del self.files[key]
-
-    def free_bytes(self) -> int | None:
-        return None
-
-    def staging_dir(self, final: str) -> str:
-        return check_relpath(final)
-
-    def commit_dir(self, staging: str, final: str) -> None:
-        self.write_bytes(_join(final, COMMIT_MARKER), b"{}")
-
-    def is_committed(self, final: str) -> bool:
-        return _join(check_relpath(final), COMMIT_MARKER) in self.files
-
-    def recover(self) -> list[str]:
-        return []
-
-    def lock(self, owner: str) -> StorageLock:
-        return _ObjectLock(self, owner, self.lock_ttl)
-
-
 def open_storage(
     directory: str | os.PathLike[str] | Storage, storage_options: dict[str, Any] | None = None
 ) -> Storage:
@@ -607,7 +361,18 @@ def open_storage(
     if text.startswith("file://"):
         text = text[len("file://") :]
     elif "://" in text:
+        from highmark.store.objectstore import FsspecStorage
+
         return FsspecStorage(text, storage_options)
     if storage_options:
         raise ConfigError(f"{text}: storage_options only apply to fsspec URLs, not local paths")
     return LocalStorage(text)
+
+
+def __getattr__(name: str) -> Any:
+    """Re-exports the object-store backends (kept in :mod:`highmark.store.objectstore`)."""
+    if name in ("FsspecStorage", "MemoryStorage"):
+        from highmark.store import objectstore
+
+        return getattr(objectstore, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
