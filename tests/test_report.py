@@ -104,3 +104,10 @@ def test_report_renders_in_headless_chromium_with_the_plot(two_runs, tmp_path: P
     # the page is mostly white; the plot draws coloured lines: many distinct, non-white pixels
     coloured = ((pixels.max(axis=2) - pixels.min(axis=2)) > 0.2).sum()
     assert coloured > 2000
+
+
+def test_replay_plot_labels_only_the_trade_off_front() -> None:
+    from highmark.report import _front_labels
+
+    points = [(30.0, 0.02, "p=0"), (30.0, 0.02, "p=1"), (10.0, 0.0, "p=3"), (5.0, 0.01, "p=9")]
+    assert sorted(_front_labels(points)) == [(10.0, 0.0, "p=3"), (30.0, 0.02, "p=0 (+1)")]

@@ -288,6 +288,26 @@ def write_report(
     return runs
 
 
+def _front_labels(points: Sequence[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
+    """One label per distinct point on the trade-off front (no other saves more for less regret).
+
+    Policies landing on the same point share one label: the first one, ``+N`` for the others.
+    """
+    groups: dict[tuple[float, float], list[str]] = {}
+    for x, y, label in points:
+        groups.setdefault((round(x, 9), round(y, 12)), []).append(label)
+    front = [
+        (x, y) for (x, y) in groups
+        if not any(ox >= x and oy <= y and (ox, oy) != (x, y) for ox, oy in groups)
+    ]  # fmt: skip
+    out = []
+    for x, y in front:
+        labels = groups[(x, y)]
+        more = f" (+{len(labels) - 1})" if len(labels) > 1 else ""
+        out.append((x, y, labels[0] + more))
+    return out
+
+
 def replay_plot(result: ReplayResult, path: str) -> None:
     """The trade-off of a replay, budget saved vs mean regret, one point per policy, to ``path``.
 
@@ -305,10 +325,9 @@ def replay_plot(result: ReplayResult, path: str) -> None:
     ]
     if points:
         ax.scatter([x for x, _, _ in points], [y for _, y, _ in points], s=18, color="C0")
-        if len(points) <= 40:
-            for x, y, lab in points:
-                ax.annotate(lab, (x, y), fontsize=6, alpha=0.7, xytext=(3, 3),
-                            textcoords="offset points")  # fmt: skip
+        for x, y, lab in _front_labels(points):
+            ax.annotate(lab, (x, y), fontsize=7, alpha=0.8, xytext=(4, 4),
+                        textcoords="offset points")  # fmt: skip
     rec = result.recommended
     if rec is not None and rec.mean_regret is not None:
         ax.scatter([rec.mean_saved * 100], [rec.mean_regret], s=120, marker="*", color="C3",
