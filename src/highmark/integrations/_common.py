@@ -1,0 +1,277 @@
+"""Glue shared by the framework integrations: version checks, policy, store and history.
+
+Imports no framework. Each integration builds one :class:`Session` and maps its framework's hooks
+onto :meth:`Session.evaluate`, :meth:`Session.save`, :meth:`Session.resume_state` and
+:meth:`Session.best_state`, so every framework writes an ordinary highmark run.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import math
+import os
+import re
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from highmark.errors import ConfigError
+from highmark.history import HistoryWriter, read_history
+from highmark.policy.stopping import EarlyStopping
+from highmark.store.manager import CheckpointInfo, CheckpointManager
+
+__all__ = ["Session", "make_stopper", "require", "scalar_metrics"]
+
+logger = logging.getLogger(__name__)
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    parts: list[int] = []
+    for piece in text.split("."):
+        match = re.match(r"\d+", piece)
+        if match is None:
+            break
+        parts.append(int(match.group()))
+    return tuple(parts)
+
+
+def require(distribution: str, minimum: str, extra: str) -> str:
+    """Checks that ``distribution`` is installed at ``minimum`` or newer; returns its version.
+
+    Raises:
+        ImportError: naming the package, the version found and the extra to install.
+    """
+    hint = f"pip install 'highmark[{extra}]'"
+    try:
+        found = importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        raise ImportError(
+            f"highmark.integrations.{extra} needs {distribution}>={minimum}, "
+            f"which is not installed; {hint}"
+        ) from None
+    if _version_tuple(found) < _version_tuple(minimum):
+        raise ImportError(
+            f"highmark.integrations.{extra} needs {distribution}>={minimum}, found {found}; {hint}"
+        )
+    return found
+
+
+def make_stopper(
+    monitor: str,
+    mode: str,
+    patience: int,
+    stopping: EarlyStopping | None,
+    options: Mapping[str, Any],
+) -> EarlyStopping:
+    """Builds the stopping policy from the callback arguments, or takes the one given."""
+    if stopping is not None:
+        if options:
+            raise ConfigError(
+                "pass either stopping=EarlyStopping(...) or EarlyStopping keyword arguments, "
+                f"not both (got stopping and {sorted(options)})"
+            )
+        return stopping
+    return EarlyStopping(monitor=monitor, mode=mode, patience=patience, **options)  # type: ignore[arg-type]
+
+
+def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Keeps the metrics that convert to one float (tensors of one element, numpy scalars)."""
+    out: dict[str, float] = {}
+    for name, value in metrics.items():
+        if isinstance(value, (bool, str)):
+            continue
+        try:
+            out[str(name)] = float(value)
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def _json_float(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+class Session:
+    """The framework-independent half of every ``HighmarkCallback``: policy, store and history.
+
+    Only the writing process (rank 0) calls :meth:`open`; every process runs the policy.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        framework: str,
+        unit: str,
+        stopper: EarlyStopping,
+        keep_best: int,
+        keep_last: int,
+        keep_every: int | None,
+        async_save: bool,
+        restore_best: bool,
+        resume: bool,
+        storage_options: Mapping[str, Any] | None,
+    ) -> None:
+        self.directory = os.fspath(directory)
+        self.framework = framework
+        self.unit = unit
+        self.stopper = stopper
+        self.keep_best = keep_best
+        self.keep_last = keep_last
+        self.keep_every = keep_every
+        self.async_save = async_save
+        self.restore_best = restore_best
+        self.resume = resume
+        self.storage_options = dict(storage_options) if storage_options else None
+        self.manager: CheckpointManager | None = None
+        self.history: HistoryWriter | None = None
+        self.started = time.time()
+        self.evaluations = 0
+        self.last_step: int | None = None
+        self.resumed_from: int | None = None
+        self.budget: int | None = None
+        self.epochs_run = 0
+        self.records = 0
+        self.steps_run = 0
+        self._info: dict[str, Any] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def open(self) -> None:
+        """Opens the run for writing (takes the lock) and starts its history."""
+        if self.manager is not None:
+            return
+        self.manager = CheckpointManager(
+            self.directory,
+            monitor=self.stopper.monitor,
+            keep_best=self.keep_best,
+            keep_last=self.keep_last,
+            keep_every=self.keep_every,
+            async_save=self.async_save,
+            storage_options=self.storage_options,
+        )
+        self.history = HistoryWriter(self.manager.storage)
+        self.records = len(read_history(self.directory, storage_options=self.storage_options))
+        self._write_info("running")
+
+    def reader(self) -> CheckpointManager:
+        """A read-only view of the run (for processes that do not write)."""
+        if self.manager is not None:
+            return self.manager
+        return CheckpointManager(
+            self.directory,
+            monitor=self.stopper.monitor,
+            storage_options=self.storage_options,
+            read_only=True,
+        )
+
+    def close(self, status: str) -> None:
+        """Waits for pending saves, records the final status and releases the run."""
+        if self.manager is None:
+            return
+        try:
+            self.manager.wait()
+            self._write_info(status)
+        finally:
+            self.manager.close()
+            self.manager = None
+            self.history = None
+
+    # -- policy and store --------------------------------------------------------------------
+    def evaluate(self, step: int, metrics: Mapping[str, float], epoch: int | None = None) -> bool:
+        """Feeds one evaluation to the policy (and the history when writing); returns stop."""
+        stop = self.stopper.update(dict(metrics), step=step)
+        self.evaluations += 1
+        self.last_step = step
+        if self.history is not None:
+            record = {"step": step, "epoch": epoch, "time": time.time(), "metrics": dict(metrics)}
+            self.history.append(record)
+            self.records += 1
+        return stop
+
+    def save(
+        self,
+        step: int,
+        state: dict[str, Any],
+        metrics: Mapping[str, float],
+        metadata: Mapping[str, Any] | None = None,
+    ) -> CheckpointInfo | None:
+        """Saves ``state`` plus the stopper's state as checkpoint ``step`` (writer only)."""
+        if self.manager is None:
+            return None
+        full = dict(state)
+        full["stopper"] = self.stopper.state_dict()
+        meta = {"framework": self.framework, "history_records": self.records, **(metadata or {})}
+        info = self.manager.save(step, full, metrics=dict(metrics), metadata=meta)
+        self._write_info("running")
+        return info
+
+    def resume_state(self, keys: Sequence[str] | None = None) -> tuple[int, Any] | None:
+        """Loads the latest checkpoint and its stopper state when resuming: (step, state)."""
+        if not self.resume:
+            return None
+        manager = self.manager if self.manager is not None else self.reader()
+        latest = manager.latest
+        if latest is None:
+            return None
+        wanted = None if keys is None else [*keys, "stopper"]
+        state = manager.restore(latest.step, keys=wanted)
+        self.stopper.load_state_dict(state.pop("stopper"))
+        self.resumed_from = latest.step
+        if self.manager is not None and self.history is not None:
+            self.manager.protect(latest.step, "resumed from")
+            self.history_to(int(latest.metadata.get("history_records", self.records)))
+            resumed = list(self._info.get("resumed", []))
+            resumed.append({"from_step": latest.step, "at": time.time()})
+            self._info["resumed"] = resumed
+        logger.info("resuming %s from checkpoint step %d", self.directory, latest.step)
+        return latest.step, state
+
+    def history_to(self, records: int) -> None:
+        """Drops the history records made after the checkpoint a run resumes from."""
+        if self.history is not None and records < self.records:
+            self.history.truncate(records)
+            self.records = records
+
+    def best_state(self, keys: Sequence[str]) -> tuple[int, Any] | None:
+        """The state of the best checkpoint (only ``keys``), or None when there is none."""
+        manager = self.manager if self.manager is not None else self.reader()
+        if self.manager is not None:
+            self.manager.wait()
+        best = manager.best
+        if best is None:
+            return None
+        return best.step, manager.restore(best.step, keys=list(keys))
+
+    def _write_info(self, status: str) -> None:
+        if self.history is None:
+            return
+        es = self.stopper
+        best_metrics = None
+        if self.manager is not None and self.manager.best is not None:
+            best_metrics = dict(self.manager.best.metrics)
+        now = time.time()
+        config = getattr(es, "config", None)
+        self._info.update(
+            {
+                "format": 1,
+                "framework": self.framework,
+                "monitor": es.monitor.key,
+                "mode": es.monitor.mode,
+                "unit": self.unit,
+                "budget": self.budget,
+                "started": self._info.get("started", self.started),
+                "updated": now,
+                "wall_time": now - self.started,
+                "status": "stopped" if es.should_stop and status != "failed" else status,
+                "stop_reason": es.reason,
+                "stop_step": es.stopped_step,
+                "best_step": es.best_step,
+                "best_metrics": best_metrics,
+                "epochs_run": self.epochs_run,
+                "steps_run": self.steps_run,
+                "policy": config() if callable(config) else None,
+            }
+        )
+        self._info.setdefault("resumed", [])
+        self.history.write_run_info(self._info)

@@ -1,0 +1,211 @@
+"""PyTorch Lightning callback: highmark early stopping and checkpointing in one object.
+
+``HighmarkCallback`` replaces Lightning's ``EarlyStopping`` and ``ModelCheckpoint``::
+
+    from highmark.integrations.lightning import HighmarkCallback
+
+    trainer = lightning.Trainer(max_epochs=100, callbacks=[HighmarkCallback("runs/mlp")])
+    trainer.fit(model, train_loader, val_loader)   # stops by policy, ends on the best weights
+
+Under DDP every rank runs the policy on its own metrics and the stop decision is reduced over the
+ranks (one rank stopping stops all, as in Lightning); only rank 0 writes to the run directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from highmark.integrations._common import Session, make_stopper, require, scalar_metrics
+from highmark.policy.stopping import EarlyStopping
+
+require("lightning", "2.2", "lightning")
+
+import lightning.pytorch as pl  # noqa: E402
+from lightning.pytorch.callbacks import Callback  # noqa: E402
+from lightning.pytorch.trainer.states import TrainerFn  # noqa: E402
+
+__all__ = ["HighmarkCallback"]
+
+logger = logging.getLogger(__name__)
+
+
+class HighmarkCallback(Callback):  # type: ignore[misc]
+    """A Lightning callback that stops training by a highmark policy and keeps the right models.
+
+    Args:
+        directory: run directory, a local path or an fsspec URL.
+        monitor: the logged metric the policy watches (``self.log("val_loss", ...)``).
+        mode: ``"min"`` or ``"max"``.
+        patience: evaluations without improvement before stopping.
+        stopping: a ready ``highmark.EarlyStopping`` instead of the three arguments above.
+        keep_best: how many best checkpoints to keep (by ``monitor``).
+        keep_last: how many latest checkpoints to keep.
+        keep_every: also keep every n-th checkpoint step for good.
+        async_save: write checkpoints in a background thread.
+        restore_best: load the best weights into the module when ``fit`` ends.
+        resume: continue from the run directory's latest checkpoint (model, optimizers,
+            schedulers, loop progress and the stopper) when ``fit`` is called without ``ckpt_path``.
+        storage_options: passed to fsspec for URLs.
+        check_on_train_epoch_end: as in Lightning's ``EarlyStopping``; ``None`` checks at the end
+            of the training epoch when validation runs once per epoch, else after validation.
+        **options: any other ``highmark.EarlyStopping`` argument (min_delta, baseline, ...).
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        monitor: str = "val_loss",
+        mode: str = "min",
+        patience: int = 5,
+        *,
+        stopping: EarlyStopping | None = None,
+        keep_best: int = 1,
+        keep_last: int = 1,
+        keep_every: int | None = None,
+        async_save: bool = False,
+        restore_best: bool = True,
+        resume: bool = True,
+        storage_options: Mapping[str, Any] | None = None,
+        check_on_train_epoch_end: bool | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__()
+        self.session = Session(
+            directory,
+            framework="lightning",
+            unit="epoch",
+            stopper=make_stopper(monitor, mode, patience, stopping, options),
+            keep_best=keep_best,
+            keep_last=keep_last,
+            keep_every=keep_every,
+            async_save=async_save,
+            restore_best=restore_best,
+            resume=resume,
+            storage_options=storage_options,
+        )
+        self._check_on_train_epoch_end = check_on_train_epoch_end
+        self._loaded_by_lightning = False
+        self._history_records = -1
+        self.best_step: int | None = None
+
+    @property
+    def stopper(self) -> EarlyStopping:
+        """The stopping policy (its ``best``, ``wait``, ``reason``, ``stopped_step``...)."""
+        return self.session.stopper
+
+    # -- Lightning's own checkpoint carries the stopper ----------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "stopper": self.stopper.state_dict(),
+            "directory": self.session.directory,
+            "history_records": self.session.records,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.stopper.load_state_dict(state_dict["stopper"])
+        self._history_records = int(state_dict.get("history_records", -1))
+        self._loaded_by_lightning = True
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != TrainerFn.FITTING:
+            return
+        if self._check_on_train_epoch_end is None:
+            self._check_on_train_epoch_end = (
+                trainer.val_check_interval == 1.0 and trainer.check_val_every_n_epoch == 1
+            )
+        self.session.unit = "epoch" if self._check_on_train_epoch_end else "step"
+        self.session.budget = trainer.max_epochs if self._check_on_train_epoch_end else None
+        if trainer.is_global_zero:
+            self.session.open()
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._loaded_by_lightning:
+            # trainer.fit(ckpt_path=...) restores everything, the stopper included
+            if self._history_records >= 0:
+                self.session.history_to(self._history_records)
+            return
+        resumed = self.session.resume_state()
+        if resumed is None:
+            return
+        _, state = resumed
+        pl_module.load_state_dict(state["model"])
+        for optimizer, saved in zip(trainer.optimizers, state["optimizers"], strict=True):
+            optimizer.load_state_dict(saved)
+        schedulers = trainer.lr_scheduler_configs
+        for config, saved in zip(schedulers, state["lr_schedulers"], strict=True):
+            config.scheduler.load_state_dict(saved)
+        trainer.fit_loop.load_state_dict(state["loops"])
+        if self.stopper.should_stop:
+            logger.info("run %s had stopped: %s", self.session.directory, self.stopper.reason)
+            trainer.should_stop = True
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._check_on_train_epoch_end and not self._skip(trainer):
+            self._evaluate(trainer, pl_module)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._check_on_train_epoch_end and not self._skip(trainer):
+            self._evaluate(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.session.restore_best:
+            if self.session.manager is not None:
+                self.session.manager.wait()
+            trainer.strategy.barrier("highmark_restore_best")
+            self._restore_best(pl_module)
+        self.session.epochs_run = trainer.current_epoch
+        self.session.steps_run = trainer.global_step
+        self.session.close("budget")
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
+        try:
+            if self.session.restore_best and trainer.world_size == 1:
+                self._restore_best(pl_module)
+        finally:
+            self.session.close(status)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.session.close("budget")
+
+    # -- internals -------------------------------------------------------------------------------
+    def _skip(self, trainer: pl.Trainer) -> bool:
+        return bool(
+            trainer.state.fn != TrainerFn.FITTING
+            or trainer.sanity_checking
+            or getattr(trainer, "fast_dev_run", False)
+        )
+
+    def _evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        metrics = scalar_metrics(trainer.callback_metrics)
+        epoch = trainer.current_epoch
+        step = epoch if self._check_on_train_epoch_end else trainer.global_step
+        stop = self.session.evaluate(step, metrics, epoch=epoch)
+        # one rank stopping stops every rank, as Lightning's EarlyStopping does
+        stop = bool(trainer.strategy.reduce_boolean_decision(stop, all=False))
+        trainer.should_stop = trainer.should_stop or stop
+        self.session.epochs_run = epoch + 1
+        self.session.steps_run = trainer.global_step
+        if trainer.is_global_zero:
+            state = {
+                "model": pl_module.state_dict(),
+                "optimizers": [opt.state_dict() for opt in trainer.optimizers],
+                "lr_schedulers": [c.scheduler.state_dict() for c in trainer.lr_scheduler_configs],
+                "loops": trainer.fit_loop.state_dict(),
+            }
+            meta = {"epoch": epoch, "global_step": trainer.global_step}
+            self.session.save(step, state, metrics, meta)
+
+    def _restore_best(self, pl_module: pl.LightningModule) -> None:
+        best = self.session.best_state(["model"])
+        if best is None:
+            return
+        self.best_step, state = best
+        pl_module.load_state_dict(state["model"])
+        logger.info("restored the best weights (step %d)", self.best_step)

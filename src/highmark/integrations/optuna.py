@@ -1,0 +1,151 @@
+"""Optuna pruner driven by a highmark stopping policy, and per-trial run directories.
+
+::
+
+    from highmark.integrations.optuna import HighmarkPruner, best_checkpoint, trial_directory
+
+    pruner = HighmarkPruner(patience=3, combine_with=optuna.pruners.MedianPruner())
+    study = optuna.create_study(pruner=pruner)
+
+    def objective(trial):
+        directory = trial_directory("runs/study", trial)
+        with highmark.CheckpointManager(directory, monitor="val_loss") as ckpt:
+            for epoch in range(20):
+                ...
+                ckpt.save(epoch, {"model": model.state_dict()}, metrics={"val_loss": v})
+                trial.report(v, epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+        return best_val_loss
+
+    study.optimize(objective, n_trials=50)
+    state = best_checkpoint(study, "runs/study")   # the best model of the best trial
+
+Each trial's reported values drive its own copy of the policy. The copy is rebuilt from
+``trial.intermediate_values`` (the in-memory copy is only a cache, checked against them), so the
+pruner gives the same answers with a shared storage and many workers.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from highmark.errors import ConfigError
+from highmark.integrations._common import require
+from highmark.policy.stopping import EarlyStopping
+from highmark.store.manager import CheckpointManager
+
+require("optuna", "3.5", "optuna")
+
+import optuna  # noqa: E402
+from optuna.study import StudyDirection  # noqa: E402
+
+__all__ = ["HighmarkPruner", "best_checkpoint", "trial_directory"]
+
+_Cached = tuple[int, int, float, EarlyStopping]  # values consumed, last step, last value, policy
+
+
+class HighmarkPruner(optuna.pruners.BasePruner):  # type: ignore[misc]
+    """Prunes a trial when its own learning curve meets a highmark stopping policy.
+
+    Args:
+        policy: the ``highmark.EarlyStopping`` to apply to each trial (copied, never updated).
+            Its mode must match the study's direction.
+        combine_with: another Optuna pruner; the trial is pruned when either says so.
+        **options: ``highmark.EarlyStopping`` arguments used instead of ``policy``
+            (``patience``, ``min_delta``, ``criteria``...); ``mode`` defaults to the study's
+            direction.
+    """
+
+    def __init__(
+        self,
+        policy: EarlyStopping | None = None,
+        *,
+        combine_with: optuna.pruners.BasePruner | None = None,
+        **options: Any,
+    ) -> None:
+        if policy is not None and options:
+            raise ConfigError(
+                "pass either policy=EarlyStopping(...) or its arguments, "
+                f"not both ({sorted(options)})"
+            )
+        if combine_with is not None and not isinstance(combine_with, optuna.pruners.BasePruner):
+            raise ConfigError(f"combine_with must be an Optuna pruner, got {type(combine_with)}")
+        self._template = copy.deepcopy(policy) if policy is not None else None
+        self._options = dict(options)
+        self._other = combine_with
+        self._cache: dict[tuple[str, int], _Cached] = {}
+
+    def prune(self, study: optuna.study.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        """Whether to prune ``trial`` now (Optuna calls it from ``trial.should_prune()``)."""
+        stop = self.policy_for(study, trial).should_stop
+        other = self._other.prune(study, trial) if self._other is not None else False
+        return bool(stop or other)
+
+    def policy_for(
+        self, study: optuna.study.Study, trial: optuna.trial.FrozenTrial
+    ) -> EarlyStopping:
+        """The policy as it stands after the trial's reported values (its ``reason``, ``best``)."""
+        values = sorted(trial.intermediate_values.items())
+        key = (study.study_name, trial.number)
+        cached = self._cache.get(key)
+        start = 0
+        if cached is not None:
+            consumed, last_step, last_value, policy = cached
+            same = consumed <= len(values) and consumed > 0
+            if same and values[consumed - 1][0] == last_step:
+                previous = values[consumed - 1][1]
+                same = previous == last_value or (previous != previous and last_value != last_value)
+            if same:
+                start = consumed
+            else:
+                policy = self._fresh(study)
+        else:
+            policy = self._fresh(study)
+        for step, value in values[start:]:
+            if policy.should_stop:
+                break
+            policy.update(float(value), step=step)
+        if values:
+            self._cache[key] = (len(values), values[-1][0], float(values[-1][1]), policy)
+        return policy
+
+    def _fresh(self, study: optuna.study.Study) -> EarlyStopping:
+        mode = "max" if study.direction == StudyDirection.MAXIMIZE else "min"
+        if self._template is None:
+            options = {"mode": mode, **self._options}
+            return EarlyStopping(**options)
+        if self._template.monitor.mode != mode:
+            raise ConfigError(
+                f"the policy's mode is {self._template.monitor.mode!r} but the study's direction "
+                f"is {study.direction.name.lower()}"
+            )
+        return copy.deepcopy(self._template)
+
+
+def trial_directory(root: str | os.PathLike[str], trial: int | Any) -> str:
+    """The run directory of one trial under ``root`` (a path or an fsspec URL).
+
+    Args:
+        root: the study's root directory.
+        trial: an ``optuna.Trial``, a ``FrozenTrial``, or a trial number.
+    """
+    number = trial if isinstance(trial, int) else int(trial.number)
+    return f"{os.fspath(root).rstrip('/')}/trial-{number:05d}"
+
+
+def best_checkpoint(
+    study: optuna.study.Study,
+    root: str | os.PathLike[str],
+    *,
+    which: str | int = "best",
+    keys: Sequence[str] | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> Any:
+    """The saved state of the best trial's best checkpoint (or ``which`` one of that trial)."""
+    directory = trial_directory(root, study.best_trial)
+    with CheckpointManager(directory, storage_options=storage_options, read_only=True) as manager:
+        return manager.restore(which, keys=None if keys is None else list(keys))

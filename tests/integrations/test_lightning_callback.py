@@ -1,0 +1,153 @@
+"""The Lightning callback, with real Lightning trainers on scikit-learn's digits."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("lightning")
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import EarlyStopping as LightningEarlyStopping
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from highmark.history import read_history, read_run_info
+from highmark.integrations.lightning import HighmarkCallback
+from highmark.store.manager import CheckpointManager
+
+from .conftest import EXAMPLES, load_example
+
+pytestmark = [
+    # Lightning's advice for tiny CPU loaders (worker count, batch count) is not our concern.
+    pytest.mark.filterwarnings("ignore:.*does not have many workers.*"),
+    pytest.mark.filterwarnings("ignore:.*small number of batches.*"),
+    pytest.mark.filterwarnings("ignore:.*Checkpoint directory.*exists and is not empty.*"),
+    # Lightning 2.6 uses torch.utils._pytree.LeafSpec, which torch 2.13 deprecates.
+    pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning"),
+]
+
+ex = load_example("lightning_digits")
+
+
+def fit(
+    callbacks: list[pl.Callback], max_epochs: int, ckpt_path: str | None = None, **kwargs: Any
+) -> tuple[Any, pl.Trainer]:
+    pl.seed_everything(0, verbose=False)
+    model = ex.DigitsMLP()
+    train, val = ex.digits_loaders()
+    trainer = ex.make_trainer(max_epochs, callbacks, **kwargs)
+    trainer.fit(model, train, val, ckpt_path=ckpt_path)
+    return model, trainer
+
+
+def params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("patience", [1, 3])
+def test_stops_at_the_same_epoch_as_lightning_early_stopping(run_dir: str, patience: int) -> None:
+    ref = LightningEarlyStopping(monitor="val_loss", patience=patience)
+    _, ref_trainer = fit([ref], max_epochs=60)
+    ours = HighmarkCallback(run_dir, monitor="val_loss", patience=patience, restore_best=False)
+    _, trainer = fit([ours], max_epochs=60)
+    assert ref.stopped_epoch > 0, "the reference must stop inside the budget for this test"
+    assert ours.stopper.stopped_step == ref.stopped_epoch
+    assert trainer.current_epoch == ref_trainer.current_epoch
+
+
+def test_writes_an_ordinary_highmark_run(run_dir: str) -> None:
+    cb = HighmarkCallback(run_dir, patience=2, keep_best=2, keep_last=1)
+    fit([cb], max_epochs=60)
+    info = read_run_info(run_dir)
+    assert info is not None
+    assert info["status"] == "stopped"
+    assert info["stop_step"] == cb.stopper.stopped_step
+    assert info["best_step"] == cb.stopper.best_step
+    history = read_history(run_dir)
+    assert [r["step"] for r in history] == list(range(cb.stopper.stopped_step + 1))
+    with CheckpointManager(run_dir, monitor="val_loss", read_only=True) as ckpt:
+        assert ckpt.best is not None
+        assert ckpt.best.step == cb.stopper.best_step
+        assert len(ckpt.checkpoints()) <= 3
+
+
+def test_restores_the_best_weights_at_the_end_of_fit(run_dir: str) -> None:
+    cb = HighmarkCallback(run_dir, patience=2)
+    model, _ = fit([cb], max_epochs=60)
+    assert cb.best_step == cb.stopper.best_step
+    assert cb.best_step != cb.stopper.stopped_step
+    with CheckpointManager(run_dir, monitor="val_loss", read_only=True) as ckpt:
+        best = ckpt.restore("best", keys=["model"])["model"]
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, best[key]), key
+
+
+def test_resumes_from_the_run_directory_like_an_uninterrupted_run(tmp_path: Path) -> None:
+    full = HighmarkCallback(tmp_path / "full", patience=3)
+    model_full, trainer_full = fit([full], max_epochs=60)
+    part = HighmarkCallback(tmp_path / "split", patience=3)
+    fit([part], max_epochs=4)
+    assert part.stopper.stopped_step is None
+    resumed = HighmarkCallback(tmp_path / "split", patience=3)
+    model, trainer = fit([resumed], max_epochs=60)
+    assert resumed.session.resumed_from == 3
+    assert resumed.stopper.stopped_step == full.stopper.stopped_step
+    assert trainer.current_epoch == trainer_full.current_epoch
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, model_full.state_dict()[key]), key
+    steps = [r["step"] for r in read_history(tmp_path / "split")]
+    assert steps == list(range(full.stopper.stopped_step + 1))
+
+
+def test_resumed_stopped_run_trains_no_further(run_dir: str) -> None:
+    first = HighmarkCallback(run_dir, patience=2)
+    fit([first], max_epochs=60)
+    again = HighmarkCallback(run_dir, patience=2)
+    fit([again], max_epochs=60)
+    assert again.stopper.stopped_step == first.stopper.stopped_step
+    assert len(read_history(run_dir)) == first.stopper.stopped_step + 1
+
+
+def test_lightning_ckpt_path_carries_the_stopper_state(tmp_path: Path) -> None:
+    full = HighmarkCallback(tmp_path / "full", patience=3)
+    fit([full], max_epochs=60)
+    lightning_ckpt = ModelCheckpoint(dirpath=tmp_path / "pl", save_last=True, save_top_k=0)
+    part = HighmarkCallback(tmp_path / "split", patience=3)
+    fit([part, lightning_ckpt], max_epochs=4, enable_checkpointing=True)
+    resumed = HighmarkCallback(tmp_path / "split", patience=3)
+    last = os.fspath(tmp_path / "pl" / "last.ckpt")
+    same = ModelCheckpoint(dirpath=tmp_path / "pl", save_last=True, save_top_k=0)
+    fit([resumed, same], max_epochs=60, ckpt_path=last, enable_checkpointing=True)
+    assert resumed.session.resumed_from is None  # Lightning restored it, not the run directory
+    assert resumed.stopper.stopped_step == full.stopper.stopped_step
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_stop_together_and_end_on_the_best_weights(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = tmp_path / "result"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    cmd = [sys.executable, str(EXAMPLES / "lightning_digits.py"), "--out", str(out)]
+    cmd += ["--devices", "2", "--patience", "2", "--max-epochs", "40", "--result", str(result)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads(Path(f"{result}.rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["stopped_step"] is not None
+    assert ranks[0]["stopped_step"] == ranks[1]["stopped_step"]
+    assert ranks[0]["epochs"] == ranks[1]["epochs"]
+    assert ranks[0]["best_step"] == ranks[1]["best_step"]
+    assert ranks[0]["weights_sum"] == ranks[1]["weights_sum"]
+    with CheckpointManager(str(out), monitor="val_loss", read_only=True) as ckpt:
+        assert ckpt.best is not None
+        assert ckpt.best.step == ranks[0]["best_step"]
+        best = ckpt.restore("best", keys=["model"])["model"]
+    assert float(sum(v.double().sum() for v in best.values())) == pytest.approx(
+        ranks[0]["weights_sum"], rel=1e-12
+    )
