@@ -300,7 +300,8 @@ class CheckpointManager:
 
     def protect(self, step: int, reason: str) -> None:
         """Never deletes ``step`` while this manager lives (e.g. the step a run resumed from)."""
-        self._protected[int(step)] = reason
+        with self._mu:
+            self._protected[int(step)] = reason
 
     def restore(
         self,
@@ -346,7 +347,8 @@ class CheckpointManager:
 
     def verify(self, which: Which | None = None) -> VerifyReport:
         """Checks every file of every (or one) checkpoint against its recorded checksum."""
-        steps = sorted(self._state.entries) if which is None else [self._resolve(which)]
+        with self._mu:  # a background save may be changing the entries
+            steps = sorted(self._state.entries) if which is None else [self._resolve(which)]
         return verify_steps(self.storage, steps, self._path)
 
     def prune(self, retention: Retention, dry_run: bool = False) -> RetentionDecision:
