@@ -100,6 +100,12 @@ def test_root_array_has_the_empty_key_path() -> None:
     assert_same(unflatten(flat.skeleton, flat.tensors), np.arange(3))
 
 
+def test_empty_string_keys_have_their_own_key_paths() -> None:
+    flat = flatten({"": np.zeros(1), "a": [{"": np.ones(1)}]})
+    assert list(flat.tensors) == ["", "a.0."]
+    assert tensor_kinds(flat.skeleton) == {"": "numpy", "a.0.": "numpy"}
+
+
 def test_dotted_key_colliding_with_nested_key_is_refused() -> None:
     with pytest.raises(UnsupportedStateError, match=r"a\.b") as info:
         flatten({"a.b": np.zeros(1), "a": {"b": np.ones(1)}})

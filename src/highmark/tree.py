@@ -352,60 +352,59 @@ def unflatten(skeleton: Any, tensors: Mapping[str, Any]) -> Any:
     return walk(skeleton, "")
 
 
-def _nodes(skeleton: Any) -> Iterator[tuple[str, Any]]:
-    """Every (key path, node) of a skeleton below the root, validating its structure.
+def _nodes(skeleton: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Every (key path, node) of a skeleton, the root first (its path is ``prefix``), validating
+    the structure.
 
     Raises:
-        ValueError: when the skeleton is malformed or two nodes share a key path.
+        ValueError: when the skeleton is malformed or two nodes below the root share a key path.
     """
     seen: set[str] = set()
-    stack: list[tuple[str, Any]] = [("", skeleton)]
+    stack: list[tuple[str, Any, bool]] = [(prefix, skeleton, True)]
     while stack:
-        path, node = stack.pop()
-        if path:
+        path, node, root = stack.pop()
+        where = path or "<root>"
+        if not root:
             if path in seen:
                 raise ValueError(f"key path {path!r} appears twice")
             seen.add(path)
-            yield path, node
+        yield path, node
         if not isinstance(node, dict):
             if not isinstance(node, _JSON_SCALARS):
-                raise ValueError(
-                    f"{path or '<root>'}: {type(node).__name__} is not a skeleton node"
-                )
+                raise ValueError(f"{where}: {type(node).__name__} is not a skeleton node")
             continue
         if "tensor" in node:
             if node["tensor"] not in _CODECS or not set(node) <= {"tensor", "scalar"}:
-                raise ValueError(f"{path or '<root>'}: bad tensor node {node!r}")
+                raise ValueError(f"{where}: bad tensor node {node!r}")
             continue
         if len(node) != 1 or next(iter(node)) not in _CONTAINERS:
-            raise ValueError(f"{path or '<root>'}: bad skeleton node with keys {sorted(node)}")
+            raise ValueError(f"{where}: bad skeleton node with keys {sorted(node)}")
         tag, body = next(iter(node.items()))
         if not isinstance(body, list):
-            raise ValueError(f"{path or '<root>'}: {tag} body is not a list")
-        children: list[tuple[str, Any]] = []
+            raise ValueError(f"{where}: {tag} body is not a list")
+        children: list[tuple[str, Any, bool]] = []
         if tag in ("dict", "odict"):
             for pair in body:
                 ok = isinstance(pair, list) and len(pair) == 2
                 if not ok or type(pair[0]) not in (str, int):
-                    raise ValueError(f"{path or '<root>'}: bad dict entry {pair!r:.80}")
-                children.append((_join(path, pair[0]), pair[1]))
+                    raise ValueError(f"{where}: bad dict entry {pair!r:.80}")
+                children.append((_join(path, pair[0]), pair[1], False))
         else:
-            children = [(_join(path, i), child) for i, child in enumerate(body)]
+            children = [(_join(path, i), child, False) for i, child in enumerate(body)]
         stack.extend(reversed(children))
 
 
-def tensor_kinds(skeleton: Any) -> dict[str, str]:
+def tensor_kinds(skeleton: Any, prefix: str = "") -> dict[str, str]:
     """The tensor leaves of a skeleton: key path -> kind ("torch" or "numpy"), in tree order.
+
+    ``prefix`` is the key path of the skeleton's root, for a subtree (e.g. ``"model"``).
 
     Raises:
         ValueError: when the skeleton is malformed (e.g. read from a damaged manifest).
     """
-    if isinstance(skeleton, dict) and "tensor" in skeleton:
-        list(_nodes(skeleton))
-        return {"": str(skeleton["tensor"])}
     return {
         path: str(node["tensor"])
-        for path, node in _nodes(skeleton)
+        for path, node in _nodes(skeleton, prefix)
         if isinstance(node, dict) and "tensor" in node
     }
 

@@ -156,6 +156,12 @@ def test_nested_containers_and_int_keys_round_trip(storage: Storage) -> None:
     assert_same(load(storage), state)
 
 
+def test_empty_string_keys_round_trip(storage: Storage) -> None:
+    state = {"": torch.ones(1), "l": [{"": np.zeros(2)}], "m": {"": {"x": torch.ones(2)}}}
+    save(storage, state)
+    assert_same(load(storage), state)
+
+
 def test_zero_dim_and_empty_tensors_round_trip(storage: Storage) -> None:
     state = {"m": {"s": torch.tensor(2.5), "e": torch.empty(0, 3), "n": np.float64(1.25)}}
     save(storage, state)

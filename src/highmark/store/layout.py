@@ -85,7 +85,7 @@ def _groups(flat: FlatTree) -> list[tuple[str | int | None, list[str]]]:
                 groups.append((None, root))
             root.append(str(key))
             continue
-        paths = [f"{key}.{p}" if p else str(key) for p in tensor_kinds(node)]
+        paths = list(tensor_kinds(node, prefix=str(key)))
         if paths:
             groups.append((key, paths))
     return groups
