@@ -76,15 +76,25 @@ def open_run(
 
     storage = open_storage(url, storage_options=dict(storage_options or {}))
     state = load_index(storage) if storage.exists(INDEX) else None
-    if state is None:
-        raise CheckpointNotFoundError(f"{url}: not a highmark run (no {INDEX})")
+    if state is None and not _has_checkpoints(storage):
+        raise CheckpointNotFoundError(f"{url}: not a highmark run (no {INDEX}, no checkpoints)")
     # The run's own monitor, so ranking (best) is the one the run recorded, never re-ranked.
-    monitor = Monitor.from_config(state.monitor) if state.monitor else None
+    monitor = Monitor.from_config(state.monitor) if state and state.monitor else None
     manager = CheckpointManager(storage, monitor=monitor, read_only=read_only)
     try:
         yield manager
     finally:
         manager.close()
+
+
+def _has_checkpoints(storage: Any) -> bool:
+    """Whether the directory holds checkpoint dirs (a run that crashed before its first index)."""
+    from highmark.store.index import parse_step_dir
+
+    try:
+        return any(parse_step_dir(name) is not None for name in storage.listdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return False
 
 
 def checkpoint_dir(info: Any) -> str:

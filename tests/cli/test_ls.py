@@ -40,3 +40,10 @@ def test_ls_table_flags_best_latest_and_milestone(runner, any_run: RunFixture) -
     assert "milestone" in lines["4"]
     assert "latest" in lines["6"]
     assert "3 checkpoint(s)" in result.stdout
+
+
+def test_ls_of_a_run_whose_index_is_gone_lists_its_checkpoints(runner, local_run) -> None:
+    os.remove(os.path.join(local_run.url, "highmark.json"))
+    data = json.loads(runner.invoke(app, ["ls", local_run.url, "--json"]).stdout)
+    assert [c["step"] for c in data["checkpoints"]] == [3, 4, 6]
+    assert not os.path.exists(os.path.join(local_run.url, "highmark.json"))  # read-only
