@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 import torch
 import xxhash
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from highmark.errors import CorruptCheckpointError, IncompatibleFormatError
 from highmark.store.backend import LocalStorage, MemoryStorage, Storage
@@ -336,3 +338,34 @@ def test_newer_format_is_an_incompatible_format_error(storage: Storage) -> None:
     ((path, problem),) = verify_checkpoint(storage, CKPT)
     assert path == f"{CKPT}/{MANIFEST}"
     assert "99" in problem
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    edits=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=4),
+    cut=st.one_of(st.none(), st.integers(0, 400)),
+)
+def test_mutated_files_fail_only_with_corrupt_checkpoint_error(
+    edits: list[tuple[int, int]], cut: int | None
+) -> None:
+    """Random byte edits and cuts anywhere in a tensor file: the reader and verify either accept
+    the file (an edit that changes nothing the checks see) or refuse it with
+    CorruptCheckpointError; any other exception would be a crash on hostile input."""
+    store = MemoryStorage()
+    state = {"model": {"w": torch.arange(6.0).reshape(2, 3), "b": torch.ones(2)}}
+    write_checkpoint(store, CKPT, flatten(state), step=1, metrics={}, metadata={}, created=0.0)
+    manifest = read_manifest(store, CKPT)
+    data = bytearray(store.read_bytes(TARGET))
+    for position, value in edits:
+        data[position % len(data)] = value
+    data = data[:cut] if cut is not None else data
+    store.write_bytes(TARGET, bytes(data))
+    manifest["files"][0]["size"] = len(data)
+    refused = None
+    try:
+        read_checkpoint(store, CKPT, manifest)
+    except CorruptCheckpointError as exc:
+        refused = exc.path
+    assert refused in (None, TARGET)
+    problems = verify_checkpoint(store, CKPT, manifest)
+    assert all(path == TARGET for path, _ in problems)
