@@ -64,3 +64,24 @@ def test_replay_bad_range_is_one_error_line(runner, local_run: RunFixture) -> No
     result = runner.invoke(app, ["replay", local_run.url, "--patience", "5..1"])
     assert result.exit_code == 1
     assert "bad range" in result.stderr
+
+
+def test_replaying_a_runs_own_policy_reproduces_its_stop_and_best(runner, tmp_path: Path) -> None:
+    import torch
+
+    from highmark import Run
+
+    losses = [1.0, 0.8, 0.7, 0.75, 0.72, 0.71, 0.9, 0.65, 0.8, 0.85, 0.9, 0.95]
+    model = torch.nn.Linear(2, 1)
+    url = str(tmp_path / "run")
+    with Run(url, patience=3, async_save=False, handle_signals=False) as run:
+        run.track(model=model)
+        for epoch in run.epochs(max_epochs=len(losses)):
+            run.report(val_loss=losses[epoch])
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    stop, best = info["stop_step"], info["best_step"]
+    result = runner.invoke(app, ["replay", url, "--patience", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)["policies"][0]["curves"][0]
+    assert (row["stop_step"], row["restore_step"]) == (stop, best)
+    assert row["stopped"] is True
