@@ -98,23 +98,43 @@ def test_staged_dir_is_invisible_until_committed(storage: Any) -> None:
     assert storage.read_bytes("step-00000001/x.bin") == b"data"
 
 
-def test_object_stores_commit_with_a_marker_written_last(storage: Any) -> None:
-    if storage.is_local:
-        pytest.skip("local disk commits by rename")
-    storage.write_bytes("step-00000002/x.bin", b"data")
-    assert not storage.is_committed("step-00000002")
-    storage.commit_dir("step-00000002", "step-00000002")
-    assert storage.exists(f"step-00000002/{COMMIT_MARKER}")
+@pytest.fixture(params=["memory", pytest.param("s3", marks=pytest.mark.s3)])
+def object_storage(request: pytest.FixtureRequest) -> Any:
+    """An object-store backend: the in-memory double and S3."""
+    if request.param == "memory":
+        return MemoryStorage()
+    url = request.getfixturevalue("s3_url")
+    return FsspecStorage(url, request.getfixturevalue("s3_storage_options"))
 
 
-def test_object_store_remove_tree_uncommits_first(storage: Any) -> None:
-    storage.write_bytes("step-00000003/x.bin", b"data")
-    staging = storage.staging_dir("step-00000003")
-    if staging != "step-00000003":
-        pytest.skip("local disk commits by rename")
-    storage.commit_dir(staging, "step-00000003")
-    storage.remove_tree("step-00000003")
-    assert not storage.is_committed("step-00000003")
+def test_object_stores_commit_with_a_marker_written_last(object_storage: Any) -> None:
+    object_storage.write_bytes("step-00000002/x.bin", b"data")
+    assert not object_storage.is_committed("step-00000002")
+    object_storage.commit_dir("step-00000002", "step-00000002")
+    assert object_storage.exists(f"step-00000002/{COMMIT_MARKER}")
+    assert object_storage.is_committed("step-00000002")
+
+
+def test_object_store_remove_tree_uncommits_first(object_storage: Any) -> None:
+    object_storage.write_bytes("step-00000003/x.bin", b"data")
+    object_storage.commit_dir("step-00000003", "step-00000003")
+    object_storage.remove_tree("step-00000003")
+    assert not object_storage.is_committed("step-00000003")
+    assert object_storage.listdir() == []
+
+
+def test_object_lock_refresh_rewrites_the_time(object_storage: Any) -> None:
+    import json
+
+    lock = object_storage.lock("writer")
+    object_storage.write_bytes(
+        LOCK_NAME,
+        json.dumps({**json.loads(object_storage.read_bytes(LOCK_NAME)), "time": 0.0}).encode(),
+    )
+    lock.refresh()
+    assert json.loads(object_storage.read_bytes(LOCK_NAME))["time"] > 0.0
+    lock.release()
+    assert not object_storage.exists(LOCK_NAME)
 
 
 def test_local_commit_over_an_existing_dir_replaces_it(tmp_path: Path) -> None:
