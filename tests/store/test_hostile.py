@@ -369,3 +369,28 @@ def test_mutated_files_fail_only_with_corrupt_checkpoint_error(
     assert refused in (None, TARGET)
     problems = verify_checkpoint(store, CKPT, manifest)
     assert all(path == TARGET for path, _ in problems)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    edits=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=4),
+    cut=st.one_of(st.none(), st.integers(0, 2000)),
+)
+def test_mutated_manifests_fail_only_with_checkpoint_errors(
+    edits: list[tuple[int, int]], cut: int | None
+) -> None:
+    store = MemoryStorage()
+    state = {"model": {"w": torch.ones(2)}, "epoch": 1, "groups": [{"lr": 0.1}]}
+    write_checkpoint(store, CKPT, flatten(state), step=1, metrics={}, metadata={}, created=0.0)
+    rel = f"{CKPT}/{MANIFEST}"
+    data = bytearray(store.read_bytes(rel))
+    for position, value in edits:
+        data[position % len(data)] = value
+    store.write_bytes(rel, bytes(data[:cut] if cut is not None else data))
+    refused = None
+    try:
+        read_manifest(store, CKPT)
+    except (CorruptCheckpointError, IncompatibleFormatError) as exc:
+        refused = exc
+    problems = verify_checkpoint(store, CKPT)
+    assert (refused is None) == (problems == [])
