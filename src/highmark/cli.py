@@ -259,7 +259,7 @@ if typer is not None:
         storage_option: StorageOpt = None,
     ) -> None:
         """Write one standalone safetensors file that load_file/load_state_dict read."""
-        from highmark.inspect import checkpoint_dir, open_run, parse_spec, strict
+        from highmark.inspect import checkpoint_dir, open_run, parse_spec, strict, tensor_checksums
         from highmark.tensorio import checkpoint_tensors, export_tensors
 
         url, which = parse_spec(spec, default="best")
@@ -280,7 +280,10 @@ if typer is not None:
             tensors = checkpoint_tensors(manager.storage, ckpt).items()
             total = sum(t.nbytes for name, t in tensors if name.startswith(prefix))
             with _progress("exporting", total) as advance:
-                result = export_tensors(manager.storage, ckpt, target, key or None, meta, advance)
+                sums = tensor_checksums(manager.manifest(info.step))
+                result = export_tensors(
+                    manager.storage, ckpt, target, key or None, meta, advance, checksums=sums
+                )
         print(f"exported {result['tensors']} tensor(s), {views.size(result['bytes'])} "
               f"of step {info.step} to {target}")  # fmt: skip
 

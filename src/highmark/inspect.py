@@ -27,6 +27,7 @@ __all__ = [
     "prune_run",
     "show_checkpoint",
     "strict",
+    "tensor_checksums",
 ]
 
 Which = str | int
@@ -100,6 +101,16 @@ def _has_checkpoints(storage: Any) -> bool:
 def checkpoint_dir(info: Any) -> str:
     """The checkpoint's directory relative to the run root (its ``path``'s last component)."""
     return posixpath.basename(str(info.path).rstrip("/"))
+
+
+def tensor_checksums(manifest: Mapping[str, Any]) -> dict[str, str]:
+    """Key path -> recorded xxh3-64 of every tensor in a checkpoint's manifest."""
+    return {
+        str(t["name"]): str(t["xxh3"])
+        for f in manifest.get("files", [])
+        for t in f.get("tensors", [])
+        if "name" in t and "xxh3" in t
+    }
 
 
 def _monitor(manager: Any) -> Any:

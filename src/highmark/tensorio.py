@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import xxhash
 
 from highmark.errors import ConfigError, CorruptCheckpointError
 
@@ -224,6 +225,7 @@ def export_tensors(
     key: str | None = "model",
     metadata: Mapping[str, str] | None = None,
     progress: Progress | None = None,
+    checksums: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Writes one standalone safetensors file holding the tensors under ``key``, names stripped.
 
@@ -231,6 +233,8 @@ def export_tensors(
     ``model.load_state_dict(safetensors.torch.load_file(out))`` reads it. ``key=None`` (or "")
     exports every tensor under its full key path. The file is written to a temporary name next to
     ``out`` and renamed into place, so a failed export never leaves a partial file.
+    ``checksums`` (key path -> xxh3-64 hex, from the manifest) are checked while copying; a
+    mismatch raises :class:`~highmark.errors.CorruptCheckpointError` naming the file.
 
     Returns:
         ``{"path", "tensors", "bytes"}``.
@@ -256,10 +260,18 @@ def export_tensors(
         with os.fdopen(fd, "wb") as f:
             f.write(struct.pack("<Q", len(blob)) + blob)
             for _, entry in chosen:
+                hasher = xxhash.xxh3_64()
                 for chunk in _read_range(storage, entry):
+                    hasher.update(chunk)
                     f.write(chunk)
                     if progress is not None:
                         progress(len(chunk))
+                want = (checksums or {}).get(entry.name)
+                if want is not None and hasher.hexdigest() != want:
+                    raise CorruptCheckpointError(
+                        f"{storage.url.rstrip('/')}/{entry.file}",
+                        f"checksum mismatch in tensor {entry.name!r}",
+                    )
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, out)

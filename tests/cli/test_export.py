@@ -60,3 +60,17 @@ def test_export_unknown_key_names_the_top_level_keys(runner, local_run, tmp_path
     assert "model" in result.stderr
     assert "optimizer" in result.stderr
     assert not os.path.exists(out)
+
+
+def test_export_of_a_corrupted_tensor_fails_and_leaves_no_file(runner, local_run, tmp_path) -> None:
+    target = os.path.join(local_run.url, "step-00000003", "model.safetensors")
+    with open(target, "r+b") as f:
+        f.seek(-2, os.SEEK_END)
+        f.write(b"\x00\x01")
+    out = tmp_path / "best.safetensors"
+    result = runner.invoke(app, ["export", f"{local_run.url}:best", "-o", str(out)])
+    assert result.exit_code == 1
+    assert "step-00000003/model.safetensors" in result.stderr
+    assert "checksum" in result.stderr
+    assert not out.exists()
+    assert os.listdir(tmp_path) == ["run-a"]  # no temporary file left behind
