@@ -277,6 +277,19 @@ def test_metadata_that_is_not_json_is_refused_before_writing() -> None:
     assert storage.files == {}
 
 
+def test_numpy_int_step_is_recorded_as_an_int() -> None:
+    storage = MemoryStorage()
+    save(storage, {"m": {"w": torch.ones(1)}}, step=np.int64(5))
+    assert read_manifest(storage, CKPT)["step"] == 5
+
+
+def test_negative_step_is_refused_before_writing() -> None:
+    storage = MemoryStorage()
+    with pytest.raises(ConfigError, match="step"):
+        save(storage, {"m": {"w": torch.ones(1)}}, step=-1)
+    assert storage.files == {}
+
+
 def test_estimate_size_is_a_close_upper_bound(storage: Storage) -> None:
     state = small_training_state()
     estimate = estimate_size(flatten(state))

@@ -25,6 +25,7 @@ import io
 import json
 import logging
 import mmap
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any, BinaryIO, cast
 
@@ -119,10 +120,17 @@ def write_checkpoint(
     commit: the caller commits the directory. Returns the manifest.
 
     Raises:
-        ConfigError: when metrics or metadata are not JSON-serialisable.
+        ConfigError: when step is not a non-negative int, or metrics or metadata are not
+            JSON-serialisable (checked before anything is written).
         UnsupportedStateError: when a leaf cannot be stored.
         CheckpointError: when a tensor changed size while it was being written.
     """
+    try:
+        step = operator.index(step)
+    except TypeError:
+        raise ConfigError(f"step must be an int, got {type(step).__name__}") from None
+    if step < 0:
+        raise ConfigError(f"step must be >= 0, got {step}")
     _check_json("metrics", metrics)
     _check_json("metadata", metadata)
     files = []
@@ -171,8 +179,8 @@ def write_checkpoint(
     manifest: dict[str, Any] = {
         "format": FORMAT_VERSION,
         "highmark": __version__,
-        "step": step,
-        "created": created,
+        "step": int(step),
+        "created": float(created),
         "metrics": metrics,
         "metadata": metadata,
         "skeleton": flat.skeleton,
