@@ -304,16 +304,20 @@ def _read_file(
         header = read_header(f, size, rel)
         check_header(header, file, rel)
         mapped: memoryview | None = None
+        can_map = isinstance(f, io.FileIO)
         for t in sorted(wanted, key=lambda t: int(t["data_offsets"][0])):
             name, dtype, shape = t["name"], t["dtype"], tuple(t["shape"])
             start = header.data_start + t["data_offsets"][0]
             nbytes = t["data_offsets"][1] - t["data_offsets"][0]
             dest, codec = targets.get(name, (None, codec_for_kind(t["kind"])))
-            if dest is None and nbytes and isinstance(f, io.FileIO):
+            if mapped is None and can_map and dest is None and nbytes:
+                try:
+                    mapped = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY))
+                except (OSError, ValueError):  # a filesystem without mmap: read instead
+                    can_map = False
+            if mapped is not None and dest is None and nbytes:
                 # Local file, new tensor: a copy-on-write view of the mapped file (zero copy;
                 # only the pages of the tensors read are touched).
-                if mapped is None:
-                    mapped = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY))
                 window = mapped[start : start + nbytes]
                 _check_tensor(window, t, rel, verify)
                 out[name] = codec.from_buffer(window, dtype, shape)
