@@ -160,6 +160,7 @@ class Run:
         self._already_over: str | None = None
         self._restored_from: int | None = None
         self._status = "running"
+        self._signalled = False
         self._finished = False
         self._closed = False
         self._summary_cache: dict[str, Any] | None = None
@@ -285,12 +286,13 @@ class Run:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        failed = exc_type is not None and not issubclass(exc_type, (SystemExit, GeneratorExit))
-        if failed and self._unit is not None and self._status != "interrupted":
+        if exc_type is not None and self._unit is not None and not self._signalled:
+            stopped = issubclass(exc_type, (KeyboardInterrupt, SystemExit))
+            status = "interrupted" if stopped else "failed"
             if not self._finished:
-                self._finish("failed")
+                self._finish(status)
             else:
-                self._status = "failed"
+                self._status = status
                 self._write_run_info()
         self.close()
 
@@ -363,9 +365,14 @@ class Run:
         return self._iterate(unit, budget)
 
     def _iterate(self, unit: str, budget: int) -> Iterator[int]:
-        status = "interrupted"
         try:
             self._begin()
+        except BaseException:  # nothing ran: leave the directory as it was
+            self._finished = True
+            self._signals.uninstall()
+            raise
+        status = "interrupted"
+        try:
             while True:
                 self._boundary()
                 if self.stopping.should_stop:
@@ -383,6 +390,8 @@ class Run:
                 self._done += 1
             status = "stopped" if self.stopping.should_stop else "budget"
         finally:
+            if self._in_body and self._reported == self._current:
+                self._done += 1  # left after its report (break, exception): the unit counts
             self._in_body = False
             if not self._finished:
                 self._finish(status)
@@ -395,6 +404,11 @@ class Run:
         info = None
         if self.resume:
             info = resume_run(self)
+        elif self.manager.latest is not None:
+            raise ConfigError(
+                f"{self.directory} already holds checkpoints and resume=False: remove the "
+                "directory (or choose another) to start over, or pass resume=True to continue"
+            )
         if info is None:
             self._history.truncate(0)
         self._write_run_info()
@@ -421,6 +435,7 @@ class Run:
 
     def _interrupt(self, signum: int) -> None:
         partial = self._in_body
+        self._signalled = True
         self._save("interrupt", partial=partial)
         self._status = "interrupted"
         self._finish("interrupted")
@@ -588,7 +603,7 @@ class Run:
 
     def _summary_data(self) -> dict[str, Any]:
         if self._summary_cache is not None and self._finished:
-            return self._summary_cache
+            return {**self._summary_cache, "status": self._status}
         checkpoints: list[tuple[int, bool, str]]
         try:
             checkpoints = [

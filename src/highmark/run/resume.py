@@ -132,6 +132,10 @@ def resume_run(run: Run) -> dict[str, Any] | None:
             )
     elif changed:
         run._continued = "continued with a changed stopping policy"
+    elif run._done >= old_budget and budget > old_budget:
+        run._continued = (
+            f"continued after its budget ran out (raised from {old_budget} to {budget})"
+        )
     if not run.stopping.should_stop and run._done >= budget:
         run._already_over = f"had already run its budget of {budget} {unit}s"
         logger.info(
