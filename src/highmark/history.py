@@ -169,6 +169,7 @@ class HistoryWriter:
 
     def __init__(self, storage: Storage) -> None:
         self._storage = storage
+        storage.makedirs("")
         self._local = storage.local_path(HISTORY_FILE)
         self._lines: list[str] | None = None  # full content, kept for object stores only
         self._tail_checked = False
