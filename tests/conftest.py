@@ -9,29 +9,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from s3server import S3Server, make_bucket, start_s3_server, weed_binary
+from s3server import RunLocation, S3Server, make_bucket, start_s3_server, weed_binary
 
 BUCKET = "highmark-test"
-
-
-@dataclass
-class RunLocation:
-    """Where a test run lives: ``url`` (a path or ``s3://...``) and its ``storage_options``."""
-
-    kind: str
-    url: str
-    storage_options: dict[str, Any] | None = field(default=None)
-
-    @property
-    def kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``CheckpointManager``/``Run``: ``storage_options`` when needed."""
-        return {"storage_options": self.storage_options} if self.storage_options else {}
 
 
 @pytest.fixture(scope="session")

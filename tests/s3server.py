@@ -23,6 +23,20 @@ ACCESS_KEY = "highmark"
 SECRET_KEY = "highmark-secret"
 
 
+@dataclass
+class RunLocation:
+    """Where a test run lives: ``url`` (a path or ``s3://...``) and its ``storage_options``."""
+
+    kind: str
+    url: str
+    storage_options: dict[str, Any] | None = field(default=None)
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``CheckpointManager``/``Run``: ``storage_options`` when needed."""
+        return {"storage_options": self.storage_options} if self.storage_options else {}
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -1,13 +1,15 @@
 """The child of the kill test: saves a deterministic state per step until it is killed.
 
-Usage: ``python kill_child.py RUN_DIR SEED START_STEP ASYNC``. Prints ``ready`` once the run is
-open, then the step of each save known to be committed (sync: after ``save`` returns; async:
-step N-1 after ``save(N)`` returns, since a save waits for the one in flight). Between saves it
-busy-spins for a random time, so the parent's SIGKILL lands anywhere on the save path.
+Usage: ``python kill_child.py RUN_URL SEED START_STEP ASYNC [STORAGE_OPTIONS_JSON]``.
+Prints ``ready`` once the run is open, then the step of each save known to be committed (sync:
+after ``save`` returns; async: step N-1 after ``save(N)`` returns, since a save waits for the
+one in flight). Between saves it busy-spins for a random time, so the parent's SIGKILL lands
+anywhere on the save path.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import sys
 import time
@@ -32,8 +34,11 @@ def main() -> None:
     from highmark.store.manager import CheckpointManager
 
     url, seed, start, use_async = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    options = json.loads(sys.argv[5]) if len(sys.argv) > 5 else None
     rng = random.Random(seed)
-    mgr = CheckpointManager(url, keep_best=0, keep_last=2, async_save=use_async == "1")
+    mgr = CheckpointManager(
+        url, keep_best=0, keep_last=2, async_save=use_async == "1", storage_options=options
+    )
     print("ready", flush=True)
     step = start
     while True:
