@@ -24,8 +24,15 @@ build_data(0)
 class Child:
     """A running ``child_train.py`` whose merged stdout/stderr is read line by line."""
 
-    def __init__(self, run_dir: Path, out: Path, *extra: str) -> None:
-        argv = ["--dir", str(run_dir), "--out", str(out), *extra]
+    def __init__(
+        self,
+        run_dir: Path | None,
+        out: Path | None,
+        *extra: str,
+        main: Callable[[list[str]], int] = child_train.main,
+    ) -> None:
+        where = [] if run_dir is None else ["--dir", str(run_dir)]
+        argv = [*where, *([] if out is None else ["--out", str(out)]), *extra]
         out_r, out_w = os.pipe()
         in_r, in_w = os.pipe()
         pid = os.fork()
@@ -43,7 +50,7 @@ class Child:
                 logging.root.handlers.clear()  # pytest's capture handlers live in the parent
                 signal.signal(signal.SIGINT, signal.default_int_handler)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                code = child_train.main(argv)
+                code = main(argv)
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
             except KeyboardInterrupt:
