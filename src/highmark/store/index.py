@@ -194,6 +194,7 @@ class IndexState:
             self.retention_log.append(
                 {"time": now, "trigger": trigger, "step": step, "action": "delete", "reason": why}
             )
+        del self.retention_log[:-LOG_LIMIT]
         return list(decision.notes)
 
     def to_bytes(self, library_version: str) -> bytes:
