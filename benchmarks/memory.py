@@ -27,6 +27,7 @@ from typing import Any
 
 from benchmarks import methods
 from benchmarks.harness import Context, progress, remove, row, summarize
+from benchmarks.state import tensors_of, touch
 
 SAVES = (
     "highmark save (sync)",
@@ -36,7 +37,7 @@ SAVES = (
 )
 RESTORES = (
     "highmark restore(into=live)",
-    "highmark restore()",
+    "highmark restore() + touch",
     "torch.load + load_state_dict",
     "safetensors load_file + load_state_dict",
 )
@@ -92,7 +93,7 @@ def _prepare(case: str, bench: Any, directory: str) -> Callable[[], object]:
         rmgr = methods.hm_manager(os.path.join(directory, "hm"), read_only=True)
         if "into" in case:
             return lambda: rmgr.restore("latest", into=bench.state)
-        return lambda: rmgr.restore("latest")
+        return lambda: touch(tensors_of(rmgr.restore("latest")))
     if case == "torch.load + load_state_dict":
         return lambda: methods.load_into_live(
             bench, methods.torch_load, os.path.join(directory, "state.pt")

@@ -75,7 +75,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             ratio = restore[name]["limit_over_this_best"]
             out.append(_target(text, f"{ratio:.2f} x (best vs best)", ratio >= floor))
     partial = results["figures"].get("partial")
-    if partial and "bytes_read_cold" in partial:
+    if partial and "model-only restore" in partial.get("bytes_read_cold", {}):
         b = partial["bytes_read_cold"]
         allowance = 1.02 * b["model tensors"] + (4 << 20)
         out.append(

@@ -40,9 +40,13 @@ def run(ctx: Context) -> dict[str, Any]:
     missing = methods.highmark_missing()
     managers: list[Any] = []
     if missing is None:
-        # keep every checkpoint of the rounds: retention deletes are not part of a save here
-        # (torch.save and safetensors delete nothing either); figure 6 measures deletion
+        # Retention never deletes inside a timed save here (torch.save and safetensors delete
+        # nothing either; figure 6 measures deletion): the previous checkpoint is pruned after
+        # the measurement, as the other methods' previous files are removed before theirs.
+        from highmark import KeepLast, Retention
+
         keep = ctx.repeat + 3
+        last = Retention([KeepLast(1)])
         sync = methods.hm_manager(os.path.join(work, "hm-sync"), keep_last=keep)
         asy = methods.hm_manager(os.path.join(work, "hm-async"), async_save=True, keep_last=keep)
         managers += [sync, asy]
@@ -51,12 +55,15 @@ def run(ctx: Context) -> dict[str, Any]:
 
         def hm_sync() -> float:
             steps["sync"] += 1
-            return timed(lambda: sync.save(steps["sync"], bench.state))
+            seconds = timed(lambda: sync.save(steps["sync"], bench.state))
+            sync.prune(last)
+            return seconds
 
         def hm_async() -> float:
             steps["async"] += 1
             blocked = timed(lambda: asy.save(steps["async"], bench.state))
             async_total.append(blocked + timed(asy.wait))
+            asy.prune(last)
             return blocked
 
         cases["highmark save (sync)"] = hm_sync
