@@ -321,3 +321,33 @@ def test_resume_false_refuses_a_directory_holding_checkpoints(tmp_path: Path, ti
         with pytest.raises(ConfigError, match="resume=False"):
             list(again.epochs(1))
     assert read_run_info(tmp_path / "r")["status"] == "budget"  # type: ignore[index]
+
+
+def test_best_weights_are_read_into_the_live_parameters(tmp_path: Path, tiny: Any) -> None:
+    model = tiny[0]
+    pointers = [p.data_ptr() for p in model.parameters()]
+    with Run(tmp_path / "r", patience=3) as run:
+        run.track(model=model, optimizer=tiny[1])
+        _, weights = drive(run, [1.0, 0.4, 0.6, 0.5], *tiny)
+    assert [p.data_ptr() for p in model.parameters()] == pointers
+    assert same_weights(model, weights[1])
+
+
+def test_run_stops_saves_and_resumes_on_local_disk_and_s3(run_location: Any, tiny: Any) -> None:
+    kwargs = {"patience": 2, **run_location.kwargs}
+    with Run(run_location.url, **kwargs) as run:
+        run.track(model=tiny[0], optimizer=tiny[1])
+        drive(run, [1.0, 0.5, 0.6, 0.7, 0.8], *tiny, budget=3)
+    assert [h["step"] for h in read_history(run_location.url, run_location.storage_options)] == [
+        0,
+        1,
+        2,
+    ]
+    with Run(run_location.url, **kwargs) as again:
+        again.track(model=tiny[0], optimizer=tiny[1])
+        seen, _ = drive(again, [1.0, 0.5, 0.6, 0.7, 0.8], *tiny, budget=10)
+    assert seen == [3]
+    assert again.status == "stopped"
+    info = read_run_info(run_location.url, run_location.storage_options)
+    assert info is not None
+    assert (info["status"], info["best_step"], len(info["resumed"])) == ("stopped", 1, 1)

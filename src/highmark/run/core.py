@@ -566,9 +566,14 @@ class Run:
         targets = {n: o for n, o in self._tracked.items() if hasattr(o, "parameters")}
         if not targets:
             return
-        restored = self.manager.restore(best.step, keys=list(targets))
-        for name, obj in targets.items():
-            obj.load_state_dict(restored[name])
+        live = {name: obj.state_dict() for name, obj in targets.items()}
+        if _all_on_cpu(live):
+            # Read straight into the live parameters (a module's state_dict shares their memory).
+            self.manager.restore(best.step, keys=list(targets), into=live)
+        else:  # e.g. on a GPU: read to host, then copy over
+            restored = self.manager.restore(best.step, keys=list(targets))
+            for name, obj in targets.items():
+                obj.load_state_dict(restored[name])
         self._restored_from = best.step
         logger.info("%s: restored the best weights (%s %d)", self.directory, self._unit, best.step)
 
@@ -633,3 +638,12 @@ class Run:
             "saves": self.saves,
             "save_stall_s": self.save_stall_s,
         }
+
+
+def _all_on_cpu(tree: Any) -> bool:
+    if isinstance(tree, Mapping):
+        return all(_all_on_cpu(v) for v in tree.values())
+    if isinstance(tree, (list, tuple)):
+        return all(_all_on_cpu(v) for v in tree)
+    device = getattr(tree, "device", None)
+    return device is None or getattr(device, "type", "cpu") == "cpu"
