@@ -133,6 +133,15 @@ def test_saving_an_existing_step_with_force_replaces_it(manager: Factory) -> Non
     assert on_storage(mgr) == [1]
 
 
+def test_replacing_the_best_with_a_worse_one_reranks(manager: Factory) -> None:
+    mgr = manager(monitor="loss", keep_best=2, keep_last=1)
+    save_losses(mgr, [0.2, 0.1])
+    mgr.save(2, make_state(2), {"loss": 0.9}, force=True)
+    assert mgr.best is not None
+    assert mgr.best.step == 1
+    assert steps(mgr) == [1, 2]
+
+
 def test_manifest_of_a_checkpoint_names_its_files(manager: Factory) -> None:
     mgr = manager()
     mgr.save(1, make_state(1), {"loss": 0.5})

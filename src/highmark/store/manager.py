@@ -2,9 +2,9 @@
 
 A save goes: flatten -> estimate the size -> free-space check (before touching anything) ->
 (async: copy to reused host buffers on the caller's thread, the rest in the writer thread) ->
-write into a staging dir -> commit -> update the index atomically -> retention decision ->
-index updated again -> delete. A crash at any point leaves a consistent store: the directory is
-the source of truth, and the next open cleans leftovers and reconciles the index with it.
+write into a staging dir -> commit -> retention decision -> one atomic index write (the new entry
+and the decision) -> delete. A crash at any point leaves a consistent store: the directory is the
+source of truth, and the next open cleans leftovers and reconciles the index with it.
 
 Saving a step that already exists is refused with :class:`~highmark.errors.ConfigError` unless
 ``force=True``; then it is replaced atomically on local disk (rename over it; an interrupted
@@ -24,11 +24,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from highmark.__about__ import __version__
-from highmark.errors import (
-    ConfigError,
-    CorruptCheckpointError,
-    InsufficientSpaceError,
-)
+from highmark.errors import ConfigError, CorruptCheckpointError, InsufficientSpaceError
 from highmark.policy.monitor import Monitor
 from highmark.policy.retention import (
     Retention,
@@ -43,7 +39,6 @@ from highmark.store.index import (
     CheckpointInfo,
     CheckpointStatus,
     Entry,
-    IndexState,
     VerifyReport,
     clean_metadata,
     clean_metrics,
@@ -127,11 +122,11 @@ class CheckpointManager:
 
     @property
     def url(self) -> str:
-        """The run directory as given (path or URL)."""
+        """The run directory as given (path or URL); the same as ``directory``."""
         return self.directory
 
-    def _write_index(self, state: IndexState | None = None) -> None:
-        self.storage.replace_atomic(INDEX, (state or self._state).to_bytes(__version__))
+    def _write_index(self) -> None:
+        self.storage.replace_atomic(INDEX, self._state.to_bytes(__version__))
 
     def save(
         self,
@@ -180,7 +175,8 @@ class CheckpointManager:
             what=f"step {step} to {self.url}",
         )
         entry = Entry(step, metrics_, metadata_, estimate, created)
-        return self._info(entry, best_step=would_be_best(self._state, entry, self.monitor))
+        with self._mu:  # the writer thread may be recording the commit right now
+            return self._info(entry, best_step=would_be_best(self._state, entry, self.monitor))
 
     def _write(
         self, step: int, flat: FlatTree, metrics: dict[str, float], metadata: dict[str, Any],
@@ -193,17 +189,15 @@ class CheckpointManager:
         staging = self.storage.staging_dir(final)
         stage = "writing the files"
         try:
-            manifest = fmt.write_checkpoint(
-                self.storage, staging, flat, step=step, metrics=metrics, metadata=metadata,
-                created=created,
-            )  # fmt: skip
+            info: dict[str, Any] = {"metrics": metrics, "metadata": metadata, "created": created}
+            manifest = fmt.write_checkpoint(self.storage, staging, flat, step=step, **info)
             stage = "committing"
             self.storage.commit_dir(staging, final)
         except BaseException as err:
             add_note(err, f"highmark: saving step {step} to {self.url} failed while {stage}")
             try:
                 self.storage.remove_tree(staging)
-            except Exception as cleanup:  # keep the original error
+            except Exception as cleanup:  # keep the original error; the next open cleans up
                 log.warning("%s: could not remove %s: %s", self.url, staging, cleanup)
             raise
         with self._mu:
@@ -233,10 +227,13 @@ class CheckpointManager:
         return self._info(self._state.entries[step])
 
     def _forget(self, step: int) -> None:
-        if self._state.entries.pop(step, None) is not None:
-            if self._state.best_step == step:
-                self._state.best_step = None
-            self._write_index()
+        """Drops ``step`` from the index before its files go (object stores replace that way)."""
+        with self._mu:
+            if self._state.entries.pop(step, None) is not None:
+                if self._state.best_step == step:
+                    best = best_record(records(self._state), self.monitor) if self.monitor else None
+                    self._state.best_step = best.step if best else None
+                self._write_index()
 
     def _apply(self, decision: RetentionDecision, trigger: int | None) -> None:
         """Records the decision in the index, writes it, and only then deletes."""
