@@ -13,6 +13,7 @@ import torch
 from run_helpers import Child, assert_bit_identical, load_weights, run_child
 
 from highmark import CheckpointManager
+from highmark.history import read_history
 
 
 def _marker_key(line: str) -> str:
@@ -63,4 +64,6 @@ def test_sigkilled_run_resumes_bit_identical(
     assert_bit_identical(_best_model(run_dir), _best_model(reference["dir"]))
     with CheckpointManager(run_dir, read_only=True) as ckpt:
         assert ckpt.verify().ok
+    history = [(h["step"], h["metrics"]) for h in read_history(run_dir)]
+    assert history == [(h["step"], h["metrics"]) for h in read_history(reference["dir"])]
     print(f"{len(markers)} SIGKILLs, {during_save} left an interrupted save behind; bit-identical")
