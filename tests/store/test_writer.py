@@ -162,3 +162,22 @@ def test_forked_child_can_submit_after_the_parent_had_a_job_in_flight() -> None:
     _, status = os.waitpid(pid, 0)
     writer.close()
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_host_snapshot_handles_empty_scalar_float8_and_bool_tensors() -> None:
+    state = {
+        "empty": torch.zeros(0, 3),
+        "scalar": torch.tensor(3.5),
+        "f8": torch.ones(3, dtype=torch.float8_e4m3fn),
+        "mask": torch.tensor([True, False]),
+        "np_empty": np.zeros((0,)),
+    }
+    copies = HostSnapshot().copy(flatten(state)).tensors
+    for name, src in state.items():
+        got = copies[name]
+        assert type(got) is type(src)
+        assert got.dtype == src.dtype
+        assert tuple(got.shape) == tuple(src.shape)
+    assert copies["scalar"].item() == 3.5
+    assert torch.equal(copies["f8"].float(), state["f8"].float())
+    assert copies["mask"].tolist() == [True, False]
