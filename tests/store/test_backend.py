@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -194,9 +195,9 @@ def test_second_lock_on_a_held_run_names_the_holder(storage: Any) -> None:
 
 _HOLD = textwrap.dedent(
     """
-    import sys
+    import json, sys
     from highmark.store.backend import open_storage
-    opts = eval(sys.argv[2]) if len(sys.argv) > 2 else None
+    opts = json.loads(sys.argv[2]) if len(sys.argv) > 2 else None
     lock = open_storage(sys.argv[1], opts).lock("child")
     print("locked", flush=True)
     sys.stdin.read()
@@ -205,7 +206,7 @@ _HOLD = textwrap.dedent(
 
 
 def _lock_holder(url: str, options: dict[str, Any] | None) -> subprocess.Popen[str]:
-    args = [sys.executable, "-c", _HOLD, url] + ([repr(options)] if options else [])
+    args = [sys.executable, "-c", _HOLD, url] + ([json.dumps(options)] if options else [])
     child = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert child.stdout is not None
     assert child.stdout.readline().strip() == "locked"
