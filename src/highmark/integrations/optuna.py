@@ -19,7 +19,7 @@
         return best_val_loss
 
     study.optimize(objective, n_trials=50)
-    state = best_checkpoint(study, "runs/study")   # the best model of the best trial
+    state = best_checkpoint(study, "runs/study")  # the best model of the best trial
 
 Each trial's reported values drive its own copy of the policy. The copy is rebuilt from
 ``trial.intermediate_values`` (the in-memory copy is only a cache, checked against them), so the
@@ -35,6 +35,7 @@ from typing import Any
 
 from highmark.errors import ConfigError
 from highmark.integrations._common import require
+from highmark.policy.monitor import Monitor
 from highmark.policy.stopping import EarlyStopping
 from highmark.store.manager import CheckpointManager
 
@@ -141,11 +142,28 @@ def best_checkpoint(
     study: optuna.study.Study,
     root: str | os.PathLike[str],
     *,
+    monitor: str = "val_loss",
+    mode: str = "min",
     which: str | int = "best",
     keys: Sequence[str] | None = None,
     storage_options: dict[str, Any] | None = None,
 ) -> Any:
-    """The saved state of the best trial's best checkpoint (or ``which`` one of that trial)."""
+    """The saved state of the best trial's best checkpoint (or ``which`` one of that trial).
+
+    Args:
+        study: a finished study whose trials saved into ``trial_directory(root, trial)``.
+        root: the study's root directory.
+        monitor: the metric the trials' checkpoints are ranked by.
+        mode: ``"min"`` or ``"max"`` for ``monitor``.
+        which: ``"best"``, ``"latest"`` or a step.
+        keys: load only these top-level parts of the state (e.g. ``["model"]``).
+        storage_options: passed to fsspec for URLs.
+    """
     directory = trial_directory(root, study.best_trial)
-    with CheckpointManager(directory, storage_options=storage_options, read_only=True) as manager:
+    with CheckpointManager(
+        directory,
+        monitor=Monitor(monitor, mode=mode),
+        storage_options=storage_options,
+        read_only=True,
+    ) as manager:
         return manager.restore(which, keys=None if keys is None else list(keys))
