@@ -231,6 +231,20 @@ def test_fresh_process_never_overwrites_the_best_with_a_worse_one(manager: Facto
     assert_state(second.restore("best"), 1)
 
 
+def test_reopening_without_a_monitor_keeps_the_recorded_ranking(manager: Factory) -> None:
+    first = manager(monitor=Monitor("loss", mode="max"), keep_best=2, keep_last=1)
+    save_losses(first, [0.2, 0.9, 0.5])
+    first.close()
+    second = manager()
+    assert second.monitor is not None
+    assert second.monitor.config() == Monitor("loss", mode="max").config()
+    assert second.best is not None
+    assert second.best.step == 2
+    second.close()
+    index = json.loads(second.storage.read_bytes(INDEX))
+    assert index["ranking"]["best_step"] == 2
+
+
 def test_best_follows_the_monitor_min_delta_like_the_stopper(manager: Factory) -> None:
     mgr = manager(monitor=Monitor("loss", min_delta=0.1), keep_best=1, keep_last=1)
     save_losses(mgr, [1.0, 0.95, 0.88])

@@ -310,6 +310,14 @@ def clean_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
         raise ConfigError(f"metadata must be JSON-serialisable: {err}") from None
 
 
+def recorded_monitor(storage: Storage) -> Monitor | None:
+    """The monitor an existing run was ranked by, or None for a new or unranked run."""
+    loaded = load_index(storage)
+    if loaded is None or loaded.monitor is None:
+        return None
+    return Monitor.from_config(loaded.monitor)
+
+
 def open_index(storage: Storage, monitor: Monitor | None, read_only: bool) -> IndexState:
     """Loads the index and reconciles it with the directory, the source of truth.
 

@@ -44,6 +44,7 @@ from highmark.store.index import (
     clean_metrics,
     entry_from_manifest,
     open_index,
+    recorded_monitor,
     records,
     step_dir,
     verify_steps,
@@ -99,6 +100,9 @@ class CheckpointManager:
         self.storage = open_storage(directory, storage_options)
         self.directory = self.storage.url
         self.monitor = Monitor(monitor, mode=mode) if isinstance(monitor, str) else monitor
+        if self.monitor is None:
+            # Reopening a run without naming the monitor keeps the recorded ranking.
+            self.monitor = recorded_monitor(self.storage)
         self.retention = retention or retention_from_flags(
             self.monitor, keep_best, keep_last, keep_every, max_bytes
         )
