@@ -104,3 +104,12 @@ def test_example_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     callback = ex.main(["--out", str(tmp_path / "ex"), "--epochs", "2", "--patience", "1"])
     assert callback.best_epoch is not None
     assert "highmark ls" in capsys.readouterr().out
+
+
+def test_writes_to_an_fsspec_url(tmp_path: Path) -> None:
+    url = f"memory://highmark-keras-{tmp_path.name}/run"
+    cb = HighmarkCallback(url, patience=3)
+    fit([cb], 2)
+    assert [r["step"] for r in read_history(url)] == [0, 1]
+    with CheckpointManager(url, monitor="val_loss", read_only=True) as ckpt:
+        assert [c.step for c in ckpt.checkpoints()] == sorted({1, cb.best_epoch})

@@ -62,8 +62,9 @@ def test_stops_at_the_same_epoch_as_lightning_early_stopping(run_dir: str, patie
     assert trainer.current_epoch == ref_trainer.current_epoch
 
 
-def test_writes_an_ordinary_highmark_run(run_dir: str) -> None:
-    cb = HighmarkCallback(run_dir, patience=2, keep_best=2, keep_last=1)
+@pytest.mark.parametrize("async_save", [False, True])
+def test_writes_an_ordinary_highmark_run(run_dir: str, async_save: bool) -> None:
+    cb = HighmarkCallback(run_dir, patience=2, keep_best=2, keep_last=1, async_save=async_save)
     fit([cb], max_epochs=60)
     info = read_run_info(run_dir)
     assert info is not None
