@@ -1,4 +1,4 @@
-"""Tests of highmark.torch: dtype names, byte views, the torch codec, HostSnapshot, RNG, objects."""
+"""Tests of highmark.torch: dtype names, byte views, the torch codec, RNG, objects."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from safetensors.torch import save_file
 from highmark.errors import UnsupportedStateError
 from highmark.torch import (
     TORCH_CODEC,
-    HostSnapshot,
     byte_view,
     capture_rng,
     check_state_object,
@@ -159,40 +158,6 @@ def test_codec_refuses_quantized_tensors() -> None:
 
 def test_codec_for_kind_torch_is_the_torch_codec() -> None:
     assert codec_for_kind("torch") is TORCH_CODEC
-
-
-def test_host_snapshot_copies_values() -> None:
-    src = {"w": torch.randn(4, 3), "t": torch.randn(3, 4).T, "n": np.arange(5)}
-    copies = HostSnapshot().copy(src)
-    assert torch.equal(copies["w"], src["w"])
-    assert torch.equal(copies["t"], src["t"])
-    assert np.array_equal(copies["n"], src["n"])
-    assert copies["w"].data_ptr() != src["w"].data_ptr()
-
-
-def test_host_snapshot_reuses_buffers_between_saves() -> None:
-    snap = HostSnapshot()
-    w = torch.randn(100)
-    first = snap.copy({"w": w})["w"]
-    w.add_(1)
-    second = snap.copy({"w": w})["w"]
-    assert snap.allocations == 0
-    assert second.data_ptr() == first.data_ptr()
-    assert torch.equal(second, w)
-
-
-def test_host_snapshot_reallocates_when_shape_or_dtype_changes() -> None:
-    snap = HostSnapshot()
-    snap.copy({"w": torch.zeros(3), "b": torch.zeros(2)})
-    snap.copy({"w": torch.zeros(4), "b": torch.zeros(2, dtype=torch.float64)})
-    assert snap.allocations == 2
-
-
-def test_host_snapshot_drops_buffers_of_names_that_are_gone() -> None:
-    snap = HostSnapshot()
-    snap.copy({"a": torch.zeros(10), "b": torch.zeros(10)})
-    snap.copy({"a": torch.zeros(10)})
-    assert snap.nbytes == 40
 
 
 def test_one_thread_restores_the_thread_count() -> None:

@@ -22,7 +22,6 @@ from highmark.tree import DTYPES, FlatTree, flatten
 
 __all__ = [
     "TORCH_CODEC",
-    "HostSnapshot",
     "TorchCodec",
     "byte_view",
     "capture_rng",
@@ -208,76 +207,6 @@ class TorchCodec:
 
 
 TORCH_CODEC = TorchCodec()
-
-
-class HostSnapshot:
-    """Host copies of a flat dict of tensors, in buffers reused from save to save.
-
-    An async save copies the state here on the caller's thread (the only blocking part), then
-    writes the copies in the background. Buffers are keyed by name and reallocated only when a
-    tensor's shape, dtype or kind changes (a copy into fresh memory costs 3-6x more). The caller
-    must not take a new snapshot while a write of the previous one is still running.
-
-    Example:
-        >>> snap = HostSnapshot()
-        >>> copies = snap.copy({"w": torch.ones(2)})
-        >>> copies["w"].tolist(), snap.allocations
-        ([1.0, 1.0], 1)
-    """
-
-    def __init__(self) -> None:
-        self._buffers: dict[str, Any] = {}
-        self.allocations = 0  #: buffers allocated by the last :meth:`copy`
-
-    def copy(self, tensors: Mapping[str, Any]) -> dict[str, Any]:
-        """Copy every tensor (torch or numpy) into its host buffer; returns name -> buffer."""
-        out: dict[str, Any] = {}
-        self.allocations = 0
-        cuda = False
-        with one_thread(), torch.no_grad():
-            for name, src in tensors.items():
-                buf = self._buffer(name, src)
-                if isinstance(src, torch.Tensor):
-                    cuda = cuda or src.device.type == "cuda"
-                    buf.copy_(_plain(src), non_blocking=src.device.type == "cuda")
-                else:
-                    np.copyto(buf, src)
-                out[name] = buf
-        if cuda:
-            torch.cuda.synchronize()
-        self._buffers = {name: self._buffers[name] for name in out}
-        return out
-
-    def _buffer(self, name: str, src: Any) -> Any:
-        buf = self._buffers.get(name)
-        if isinstance(src, torch.Tensor):
-            if not (
-                isinstance(buf, torch.Tensor) and buf.shape == src.shape and buf.dtype == src.dtype
-            ):
-                pin = src.device.type == "cuda"
-                with warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", "ComplexHalf support is experimental")
-                    buf = torch.empty(src.shape, dtype=src.dtype, pin_memory=pin)
-                self.allocations += 1
-        elif not (
-            isinstance(buf, np.ndarray) and buf.shape == src.shape and buf.dtype == src.dtype
-        ):
-            buf = np.empty(src.shape, dtype=src.dtype)
-            self.allocations += 1
-        self._buffers[name] = buf
-        return buf
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held in host buffers."""
-        return sum(
-            b.numel() * b.element_size() if isinstance(b, torch.Tensor) else b.nbytes
-            for b in self._buffers.values()
-        )
-
-    def clear(self) -> None:
-        """Release every host buffer."""
-        self._buffers.clear()
 
 
 def capture_rng() -> dict[str, Any]:
