@@ -351,3 +351,45 @@ def test_run_stops_saves_and_resumes_on_local_disk_and_s3(run_location: Any, tin
     info = read_run_info(run_location.url, run_location.storage_options)
     assert info is not None
     assert (info["status"], info["best_step"], len(info["resumed"])) == ("stopped", 1, 1)
+
+
+def _step_run(
+    path: Path, stop_at: int | None = None
+) -> tuple[list[list[int]], dict[str, torch.Tensor], Run]:
+    """A step loop over a shuffled loader (cycled), reporting every 4 steps."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.manual_seed(0)
+    model = TinyModel()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    data = DataLoader(
+        TensorDataset(torch.arange(10.0).repeat(4, 1).T),
+        batch_size=3,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(1),
+    )
+    seen: list[list[int]] = []
+    with Run(path, patience=50, restore_best=False) as run:
+        run.track(model=model, optimizer=opt)
+        stream = run.loader(data).cycle()  # made before the loop: the resume still applies
+        for step in run.steps(20):
+            (xb,) = next(stream)
+            seen.append([int(v) for v in xb[:, 0]])
+            loss = model(xb + torch.randn_like(xb)).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if step % 4 == 3:
+                run.report(val_loss=loss.item())
+            if step == stop_at:
+                break
+    return seen, {k: v.clone() for k, v in model.state_dict().items()}, run
+
+
+def test_step_loop_resumes_mid_pass_with_the_same_batches_and_bits(tmp_path: Path) -> None:
+    reference, weights, _ = _step_run(tmp_path / "ref")
+    first, _, _ = _step_run(tmp_path / "r", stop_at=9)  # the checkpoint of step 7 is the latest
+    rest, resumed, run = _step_run(tmp_path / "r")
+    assert run.resumed_from == 7
+    assert first[:8] + rest == reference  # steps 0-7, then 8-19 after the resume
+    assert all(torch.equal(resumed[k], weights[k]) for k in weights)

@@ -109,6 +109,19 @@ class ResumableLoader(Generic[T]):
         self._replay = None
 
     def __iter__(self) -> Iterator[T]:
+        """Starts a pass lazily: at the first batch, so ``iter()`` before a resume is fine."""
+        yield from self._pass()
+
+    def cycle(self) -> Iterator[T]:
+        """Endless passes, for step loops: ``batches = run.loader(dl).cycle()``."""
+        empty_passes = 0
+        while empty_passes < 2:  # a resumed pass may have nothing left; two empty ones: stop
+            empty_passes += 1
+            for batch in self:
+                empty_passes = 0
+                yield batch
+
+    def _pass(self) -> Iterator[T]:
         if self._replay is not None:
             replay, self._replay = self._replay, None
             start, skip = replay["start"], replay["consumed"]
