@@ -9,6 +9,7 @@ import keras  # conftest.py has set KERAS_BACKEND=torch
 import numpy as np
 import pytest
 
+from highmark.errors import ConfigError
 from highmark.history import read_history, read_run_info
 from highmark.integrations.keras import HighmarkCallback
 from highmark.store.manager import CheckpointManager
@@ -113,3 +114,9 @@ def test_writes_to_an_fsspec_url(tmp_path: Path) -> None:
     assert [r["step"] for r in read_history(url)] == [0, 1]
     with CheckpointManager(url, monitor="val_loss", read_only=True) as ckpt:
         assert [c.step for c in ckpt.checkpoints()] == sorted({1, cb.best_epoch})
+
+
+def test_resume_false_on_a_run_with_checkpoints_is_a_config_error(run_dir: str) -> None:
+    fit([HighmarkCallback(run_dir, patience=3)], 1)
+    with pytest.raises(ConfigError, match="resume=False"):
+        fit([HighmarkCallback(run_dir, patience=3, resume=False)], 1)

@@ -150,8 +150,20 @@ class Session:
             async_save=self.async_save,
             storage_options=self.storage_options,
         )
-        self.history = HistoryWriter(self.manager.storage)
-        self.records = len(read_history(self.directory, storage_options=self.storage_options))
+        if self.manager.latest is None:
+            self.history = HistoryWriter(self.manager.storage)
+            self.history.truncate(0)  # a fresh run: nothing of an earlier attempt is kept
+            self.records = 0
+        elif not self.resume:
+            self.manager.close()
+            self.manager = None
+            raise ConfigError(
+                f"{self.directory} already holds checkpoints and resume=False: remove the "
+                "directory (or choose another) to start over, or pass resume=True to continue"
+            )
+        else:
+            self.history = HistoryWriter(self.manager.storage)
+            self.records = len(read_history(self.directory, storage_options=self.storage_options))
         self._write_info("running")
 
     def reader(self) -> CheckpointManager:
