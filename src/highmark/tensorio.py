@@ -23,11 +23,11 @@ import numpy as np
 import xxhash
 
 from highmark.errors import ConfigError, CorruptCheckpointError
+from highmark.store.checks import read_header
 
 __all__ = ["TensorEntry", "checkpoint_tensors", "diff_tensors", "export_tensors"]
 
 Progress = Callable[[int], None]
-_MAX_HEADER = 100 * 1024 * 1024
 _CHUNK = 8 * 1024 * 1024  # bytes per read when streaming
 
 _NUMPY = {
@@ -54,41 +54,16 @@ class TensorEntry:
         return self.end - self.start
 
 
-def _read_header(storage: Any, rel: str) -> tuple[dict[str, Any], int]:
-    where = f"{storage.url.rstrip('/')}/{rel}"
+def _file_tensors(storage: Any, rel: str) -> list[TensorEntry]:
+    """The tensors of one safetensors file, from its header validated by the store's checks."""
     size = storage.size(rel)
     with storage.open_read(rel) as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise CorruptCheckpointError(where, "truncated safetensors file (no header)")
-        (length,) = struct.unpack("<Q", head)
-        if length > min(_MAX_HEADER, size - 8):
-            raise CorruptCheckpointError(where, f"safetensors header claims {length} bytes")
-        try:
-            header = json.loads(f.read(length))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CorruptCheckpointError(where, f"bad safetensors header ({exc})") from exc
-    if not isinstance(header, dict):
-        raise CorruptCheckpointError(where, "safetensors header is not a JSON object")
-    return header, 8 + length
-
-
-def _file_tensors(storage: Any, rel: str) -> list[TensorEntry]:
-    header, base = _read_header(storage, rel)
-    size = storage.size(rel)
-    entries = []
-    for name, spec in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            begin, end = (int(x) for x in spec["data_offsets"])
-            entry = TensorEntry(name, rel, str(spec["dtype"]), tuple(int(d) for d in spec["shape"]),
-                                base + begin, base + end)  # fmt: skip
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CorruptCheckpointError(rel, f"bad entry for tensor {name!r}: {exc}") from exc
-        if not base <= entry.start <= entry.end <= size:
-            raise CorruptCheckpointError(rel, f"tensor {name!r} lies outside the file")
-        entries.append(entry)
+        header = read_header(f, size, rel)
+    base = header.data_start
+    entries = [
+        TensorEntry(name, rel, dtype, tuple(shape), base + begin, base + end)
+        for name, (dtype, shape, begin, end) in header.entries.items()
+    ]
     return sorted(entries, key=lambda e: e.start)
 
 
