@@ -152,3 +152,18 @@ def test_ddp_two_cpu_processes_stop_together_and_end_on_the_best_weights(tmp_pat
     assert float(sum(v.double().sum() for v in best.values())) == pytest.approx(
         ranks[0]["weights_sum"], rel=1e-12
     )
+
+
+def test_checks_after_validation_in_steps_when_validation_is_not_every_epoch(
+    run_dir: str,
+) -> None:
+    ref = LightningEarlyStopping(monitor="val_loss", patience=2)
+    _, ref_trainer = fit([ref], max_epochs=40, check_val_every_n_epoch=2)
+    cb = HighmarkCallback(run_dir, patience=2, restore_best=False)
+    _, trainer = fit([cb], max_epochs=40, check_val_every_n_epoch=2)
+    assert trainer.current_epoch == ref_trainer.current_epoch
+    steps = [r["step"] for r in read_history(run_dir)]
+    assert steps == [trainer.global_step * (i + 1) // len(steps) for i in range(len(steps))]
+    info = read_run_info(run_dir)
+    assert info is not None
+    assert info["unit"] == "step"
