@@ -23,7 +23,7 @@ import numpy as np
 
 from benchmarks import methods
 from benchmarks.harness import Context, gbps, interleaved, progress, remove, row, timed
-from benchmarks.limits import read_into, read_mmap, state_bytes, write_fsync
+from benchmarks.limits import host_buffer, read_into, read_mmap, state_bytes, write_fsync
 from benchmarks.state import tensors_of, touch
 
 
@@ -59,7 +59,7 @@ def resident_bytes(path: str) -> int:
             vec = (ctypes.c_ubyte * pages)()
             if libc.mincore(addr, size, vec) != 0:
                 raise OSError(ctypes.get_errno(), f"mincore of {path} failed")
-            resident = int(np.frombuffer(vec, dtype=np.uint8).__and__(1).sum())
+            resident = int(np.frombuffer(memoryview(vec), dtype=np.uint8).__and__(1).sum())
         finally:
             libc.munmap(addr, size)
     return min(size, resident * page)
@@ -110,7 +110,7 @@ def run(ctx: Context) -> dict[str, Any]:
     write_fsync(raw, buf)
     methods.torch_save(tpath, bench)
     methods.st_save(spath, bench)
-    target = np.empty_like(buf)
+    target = host_buffer(buf.size)
     read_into(raw, target)
 
     cases = {

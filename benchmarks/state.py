@@ -40,7 +40,8 @@ class Block(nn.Module):
         q, k, v = self.qkv(self.ln1(x)).chunk(3, dim=-1)
         attn = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         x = x + self.proj(attn)
-        return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
+        out: torch.Tensor = x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
+        return out
 
 
 class TinyGPT(nn.Module):
@@ -81,6 +82,7 @@ class BenchState:
     nbytes: int
     ntensors: int
     model_nbytes: int
+    width: int
 
     def describe(self) -> dict[str, Any]:
         """JSON facts about the state for the results file."""
@@ -90,8 +92,7 @@ class BenchState:
             "tensors": self.ntensors,
             "model_tensors": len(self.state["model"]),
             "dtype": "float32 (optimizer step counters: float32 scalars)",
-            "model": f"TinyGPT width={self.model.ln_f.normalized_shape[0]} layers={LAYERS} "
-            f"vocab={VOCAB} context={CONTEXT}",
+            "model": f"TinyGPT width={self.width} layers={LAYERS} vocab={VOCAB} context={CONTEXT}",
         }
 
 
@@ -114,7 +115,7 @@ def build_model(nbytes: int, seed: int = 0) -> tuple[nn.Module, torch.optim.Opti
     tokens = torch.randint(0, VOCAB, (2, 16))
     logits = model(tokens[:, :-1])
     loss = F.cross_entropy(logits.reshape(-1, VOCAB), tokens[:, 1:].reshape(-1))
-    loss.backward()
+    loss.backward()  # type: ignore[no-untyped-call]
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return model, optimizer
@@ -133,6 +134,7 @@ def make_state(nbytes: int, seed: int = 0) -> BenchState:
         nbytes=sum(t.nbytes for t in tensors),
         ntensors=len(tensors),
         model_nbytes=model_nbytes,
+        width=width_for(nbytes),
     )
 
 

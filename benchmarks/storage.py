@@ -9,6 +9,7 @@ with ``CheckpointManager.prune``; the prune alone is timed.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -63,7 +64,7 @@ def run(ctx: Context) -> dict[str, Any]:
         with methods.hm_manager(pdir, keep_last=CHECKPOINTS + 1) as manager:
             for step, loss in enumerate(losses, start=1):
                 manager.save(step, state, metrics={"val_loss": loss})
-            prune_s.append(timed(lambda m=manager: m.prune(retention)))
+            prune_s.append(timed(functools.partial(manager.prune, retention)))
             after = len(manager.checkpoints())
         remove(pdir)
         progress(f"storage: prune round {rnd + 1}/{ctx.repeat}: {after} checkpoints left")

@@ -73,7 +73,7 @@ class Trainer:
             self.cursor = (self.cursor + BATCH) % len(self.x)
             loss = F.cross_entropy(self.model(self.x[idx]), self.y[idx])
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             self.optimizer.step()
         return float(loss.detach())
 
