@@ -7,13 +7,14 @@ onto :meth:`Session.evaluate`, :meth:`Session.save`, :meth:`Session.resume_state
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import logging
 import math
 import os
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from highmark.errors import ConfigError
@@ -166,16 +167,24 @@ class Session:
             self.records = len(read_history(self.directory, storage_options=self.storage_options))
         self._write_info("running")
 
-    def reader(self) -> CheckpointManager:
-        """A read-only view of the run (for processes that do not write)."""
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[CheckpointManager]:
+        """The open writer, or a read-only view of the run (closed after use) elsewhere."""
         if self.manager is not None:
-            return self.manager
-        return CheckpointManager(
+            yield self.manager
+            return
+        with CheckpointManager(
             self.directory,
             monitor=self.stopper.monitor,
             storage_options=self.storage_options,
             read_only=True,
-        )
+        ) as manager:
+            yield manager
+
+    def latest(self) -> CheckpointInfo | None:
+        """The run's latest checkpoint, if any."""
+        with self.reading() as manager:
+            return manager.latest
 
     def close(self, status: str) -> None:
         """Waits for pending saves, records the final status and releases the run."""
@@ -222,12 +231,12 @@ class Session:
         """Loads the latest checkpoint and its stopper state when resuming: (step, state)."""
         if not self.resume:
             return None
-        manager = self.manager if self.manager is not None else self.reader()
-        latest = manager.latest
-        if latest is None:
-            return None
-        wanted = None if keys is None else [*keys, "stopper"]
-        state = manager.restore(latest.step, keys=wanted)
+        with self.reading() as manager:
+            latest = manager.latest
+            if latest is None:
+                return None
+            wanted = None if keys is None else [*keys, "stopper"]
+            state = manager.restore(latest.step, keys=wanted)
         self.stopper.load_state_dict(state.pop("stopper"))
         self.resumed_from = latest.step
         if self.manager is not None and self.history is not None:
@@ -247,13 +256,12 @@ class Session:
 
     def best_state(self, keys: Sequence[str]) -> tuple[int, Any] | None:
         """The state of the best checkpoint (only ``keys``), or None when there is none."""
-        manager = self.manager if self.manager is not None else self.reader()
-        if self.manager is not None:
-            self.manager.wait()
-        best = manager.best
-        if best is None:
-            return None
-        return best.step, manager.restore(best.step, keys=list(keys))
+        with self.reading() as manager:
+            manager.wait()
+            best = manager.best
+            if best is None:
+                return None
+            return best.step, manager.restore(best.step, keys=list(keys))
 
     def _write_info(self, status: str) -> None:
         if self.history is None:

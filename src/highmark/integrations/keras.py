@@ -130,7 +130,7 @@ class HighmarkCallback(keras.callbacks.Callback):  # type: ignore[misc]
         """The epoch ``fit`` starts from on this run: one after the latest checkpoint, else 0."""
         if not self.session.resume:
             return 0
-        latest = self.session.reader().latest
+        latest = self.session.latest()
         return 0 if latest is None else int(latest.metadata.get("epoch", latest.step)) + 1
 
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
