@@ -1,0 +1,52 @@
+"""The framework-free glue of the integrations: version checks and the callbacks' policy."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from highmark import EarlyStopping
+from highmark.errors import ConfigError
+from highmark.integrations._common import make_stopper, require, scalar_metrics
+
+
+def test_require_names_the_package_the_version_and_the_extra() -> None:
+    with pytest.raises(ImportError, match=r"optuna>=999\.0, found .*highmark\[optuna\]"):
+        require("optuna", "999.0", "optuna")
+
+
+def test_require_reports_a_missing_package() -> None:
+    with pytest.raises(ImportError, match="not installed"):
+        require("highmark-no-such-package", "1.0", "keras")
+
+
+def test_require_accepts_a_new_enough_version() -> None:
+    assert require("optuna", "3.5", "optuna")
+
+
+def test_stopper_from_arguments_or_given_but_not_both() -> None:
+    given = EarlyStopping(patience=2)
+    assert make_stopper("val_loss", "min", 5, given, {}) is given
+    built = make_stopper("val_acc", "max", 3, None, {"min_delta": 0.01})
+    assert (built.monitor.key, built.monitor.mode, built.patience) == ("val_acc", "max", 3)
+    with pytest.raises(ConfigError):
+        make_stopper("val_loss", "min", 5, given, {"min_delta": 0.1})
+
+
+def test_scalar_metrics_keeps_numbers_only() -> None:
+    assert scalar_metrics({"a": 1, "b": "x", "c": True, "d": [1, 2], "e": 0.5}) == {
+        "a": 1.0,
+        "e": 0.5,
+    }
+
+
+def test_importing_the_integrations_package_imports_no_framework() -> None:
+    code = (
+        "import sys, highmark.integrations; "
+        "bad = [m for m in ('torch', 'lightning', 'keras', 'transformers', 'optuna') "
+        "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
