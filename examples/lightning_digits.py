@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "best_step": callback.best_step,
         "best": es.best,
         "reason": es.reason,
-        "weights_sum": float(sum(p.double().sum() for p in model.parameters())),
+        "weights_sum": float(sum(p.detach().double().sum() for p in model.parameters())),
     }
     if args.result:
         path = f"{args.result}.rank{trainer.global_rank}.json"

@@ -51,11 +51,15 @@ def params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-@pytest.mark.parametrize("patience", [1, 3])
-def test_stops_at_the_same_epoch_as_lightning_early_stopping(run_dir: str, patience: int) -> None:
-    ref = LightningEarlyStopping(monitor="val_loss", patience=patience)
+@pytest.mark.parametrize(("patience", "min_delta"), [(1, 0.0), (3, 0.0), (2, 0.05)])
+def test_stops_at_the_same_epoch_as_lightning_early_stopping(
+    run_dir: str, patience: int, min_delta: float
+) -> None:
+    ref = LightningEarlyStopping(monitor="val_loss", patience=patience, min_delta=min_delta)
     _, ref_trainer = fit([ref], max_epochs=60)
-    ours = HighmarkCallback(run_dir, monitor="val_loss", patience=patience, restore_best=False)
+    ours = HighmarkCallback(
+        run_dir, monitor="val_loss", patience=patience, min_delta=min_delta, restore_best=False
+    )
     _, trainer = fit([ours], max_epochs=60)
     assert ref.stopped_epoch > 0, "the reference must stop inside the budget for this test"
     assert ours.stopper.stopped_step == ref.stopped_epoch
