@@ -38,10 +38,17 @@ def fit(callbacks: list[Any], epochs: int) -> tuple[Any, Any]:
     return model, history
 
 
-def test_stops_at_the_same_epoch_as_keras_early_stopping(run_dir: str) -> None:
-    ref = keras.callbacks.EarlyStopping(monitor="val_loss", mode="min", patience=3)
+@pytest.mark.parametrize(("patience", "min_delta"), [(3, 0.0), (1, 0.05)])
+def test_stops_at_the_same_epoch_as_keras_early_stopping(
+    run_dir: str, patience: int, min_delta: float
+) -> None:
+    ref = keras.callbacks.EarlyStopping(
+        monitor="val_loss", mode="min", patience=patience, min_delta=min_delta
+    )
     _, ref_history = fit([ref], BUDGET)
-    ours = HighmarkCallback(run_dir, monitor="val_loss", mode="min", patience=3)
+    ours = HighmarkCallback(
+        run_dir, monitor="val_loss", mode="min", patience=patience, min_delta=min_delta
+    )
     _, history = fit([ours], BUDGET)
     assert ref.stopped_epoch > 0, "the reference must stop inside the budget for this test"
     assert ours.stopped_epoch == ref.stopped_epoch
