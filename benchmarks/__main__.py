@@ -61,6 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--scratch", default=None, help="parent of the scratch directory (default: system tmp)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--tag", default="", help="appended to the file names, e.g. io -> <date>-1GB-io.json"
+    )
     args = parser.parse_args(argv)
     args.only = [f.strip() for f in args.only.split(",") if f.strip()]
     unknown = sorted(set(args.only) - set(FIGURES))
@@ -127,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = failed or any("error" in fig for fig in results["figures"].values())
     results["meta"]["seconds"] = time.time() - started
     results["targets"] = report.targets(results)
-    stem = f"{stamp[:10]}-{args.size}"
+    stem = f"{stamp[:10]}-{args.size}" + (f"-{args.tag}" if args.tag else "")
     for path in report.write(results, args.out, stem):
         print(path)
     return 1 if failed else 0
