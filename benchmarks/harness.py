@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 #: A measured case: does its own setup, returns the seconds of the part that is measured.
@@ -61,7 +61,6 @@ class Context:
     scratch: str
     seed: int = 0
     bench: Any = None  # state.BenchState, built once per run
-    notes: list[str] = field(default_factory=list)
 
     @property
     def nbytes(self) -> int:

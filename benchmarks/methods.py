@@ -7,7 +7,6 @@ always fsyncs and commits; torch.save and safetensors are given an fsync of the 
 from __future__ import annotations
 
 import importlib
-import os
 from typing import Any
 
 import torch
@@ -75,12 +74,3 @@ def load_and_touch(loader: Any, *args: Any) -> None:
 def load_into_live(bench: BenchState, loader: Any, *args: Any) -> None:
     """Loads with ``loader`` and copies the result into the live model and optimizer."""
     load_into(bench, loader(*args))
-
-
-def fsync_dir(path: str) -> None:
-    """fsyncs a directory (after a rename or unlink in it)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -1,6 +1,6 @@
 """Figure 6: bytes on disk after 20 checkpoints with keep_best=3, keep_last=1, and prune time.
 
-Twenty synchronous saves of the state, each with a validation loss from a noisy decreasing curve,
+Twenty synchronous saves of the state, each with a validation loss from a noisy U-shaped curve,
 into a manager configured with ``monitor="val_loss", keep_best=3, keep_last=1``: what stays on
 disk must be four checkpoints' worth (or three, when the latest is also among the best). Then,
 per round, twenty checkpoints saved with everything kept are pruned down to the same retention
@@ -11,13 +11,23 @@ from __future__ import annotations
 
 import functools
 import os
+import random
 from typing import Any
 
 from benchmarks import methods
 from benchmarks.harness import Context, progress, remove, row, summarize, timed
-from benchmarks.stopping_overhead import curve
 
 CHECKPOINTS = 20
+
+
+def curve(n: int, seed: int) -> list[float]:
+    """A noisy validation loss that falls, bottoms out two-thirds in, then rises (overfitting).
+
+    So the best three are not the latest, and four checkpoints stay.
+    """
+    rng = random.Random(seed)
+    bottom = 2 * n // 3
+    return [0.5 + ((i - bottom) / n) ** 2 + rng.gauss(0.0, 0.002) for i in range(n)]
 
 
 def disk_usage(directory: str) -> dict[str, int]:
