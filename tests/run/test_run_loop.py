@@ -393,3 +393,24 @@ def test_step_loop_resumes_mid_pass_with_the_same_batches_and_bits(tmp_path: Pat
     assert run.resumed_from == 7
     assert first[:8] + rest == reference  # steps 0-7, then 8-19 after the resume
     assert all(torch.equal(resumed[k], weights[k]) for k in weights)
+
+
+def test_restore_best_follows_the_stopper_when_the_index_lags_after_a_crash(
+    tmp_path: Path, tiny: Any
+) -> None:
+    model, opt = tiny
+    with Run(tmp_path / "r", patience=5) as run:
+        run.track(model=model, optimizer=opt)
+        _, weights = drive(run, [1.0, 0.8, 0.5], *tiny, budget=3)
+    # A crash between committing step 2 (a new best) and writing the index: the index lists
+    # steps 0-1 only, and the store re-indexes step 2 at the next open without re-ranking it.
+    index_path = tmp_path / "r" / "highmark.json"
+    index = json.loads(index_path.read_text())
+    index["checkpoints"] = [c for c in index["checkpoints"] if c["step"] != 2]
+    index["ranking"]["best_step"] = 1
+    index_path.write_text(json.dumps(index))
+    with Run(tmp_path / "r", patience=5) as again:
+        again.track(model=model, optimizer=opt)
+        assert list(again.epochs(3)) == []
+    assert again.restored_from == 2
+    assert same_weights(model, weights[2])

@@ -29,6 +29,7 @@ from highmark.run.summary import summary_text
 
 if TYPE_CHECKING:
     from highmark.policy.stopping import EarlyStopping
+    from highmark.store.backend import Storage
     from highmark.store.manager import CheckpointManager
 
 __all__ = ["Run"]
@@ -42,6 +43,17 @@ _STATE_VERSION = 1
 
 class Run:
     """Drives a training loop: stops early, keeps the best checkpoints, resumes bit-exactly.
+
+    Example::
+
+        with highmark.Run("runs/mlp", monitor="val_loss", patience=10, keep_best=3) as run:
+            run.track(model=model, optimizer=optimizer, scheduler=scheduler)
+            batches = run.loader(train_loader)  # optional: mid-epoch resume
+            for epoch in run.epochs(max_epochs=200):
+                for xb, yb in batches:
+                    ...  # one training step
+                run.report(val_loss=evaluate(model))
+        print(run.summary())
 
     Args:
         directory: where checkpoints, ``run.json`` and ``history.jsonl`` go (path or fsspec URL).
@@ -69,7 +81,7 @@ class Run:
 
     def __init__(
         self,
-        directory: str | os.PathLike[str],
+        directory: str | os.PathLike[str] | Storage,
         monitor: str = "val_loss",
         mode: str = "min",
         patience: int = 10,
@@ -202,6 +214,9 @@ class Run:
             iterable: the DataLoader.
             name: a stable name (default: ``loader0``, ``loader1``, ... in creation order).
         """
+        for existing in self._loaders.values():
+            if existing.iterable is iterable:  # wrapping the same loader again (each epoch)
+                return existing  # type: ignore[return-value]
         name = name or f"loader{len(self._loaders)}"
         if name in self._loaders:
             raise ConfigError(f"a loader named {name!r} already exists")
@@ -330,12 +345,12 @@ class Run:
 
     @property
     def epoch(self) -> int:
-        """The epoch being run (epoch loop) or the number of completed epochs."""
+        """The epoch being run, or the number of epochs completed (in a step loop: the step)."""
         return self._current if self._in_body and self._current is not None else self._done
 
     @property
     def step(self) -> int:
-        """The step being run (step loop) or the completed epochs/steps count."""
+        """The step being run, or the number of steps completed (in an epoch loop: the epoch)."""
         return self.epoch
 
     @property
@@ -395,6 +410,7 @@ class Run:
             self._in_body = False
             if not self._finished:
                 self._finish(status)
+            self.close()  # release the directory's lock as soon as the loop is over
 
     def _begin(self) -> None:
         from highmark.run.resume import resume_run
@@ -559,9 +575,26 @@ class Run:
             self._summary_cache = self._summary_data()
             self._write_run_info()
 
-    def _restore_best(self) -> None:
+    def _best_checkpoint(self) -> int | None:
+        """The checkpoint of the stopper's best step; the manager's best if that one is gone."""
+        wanted = self.stopping.best_step
+        steps = {c.step for c in self.manager.checkpoints()}
+        if wanted in steps:
+            best = self.manager.best
+            if best is not None and best.step != wanted:
+                logger.warning(
+                    "%s: the index ranks %s %d best, the stopper %d; using the stopper's",
+                    self.directory, self._unit, best.step, wanted,
+                )  # fmt: skip
+            return wanted
         best = self.manager.best
-        if best is None or self.stopping.best_step is None:
+        return None if best is None else best.step
+
+    def _restore_best(self) -> None:
+        if self.stopping.best_step is None:
+            return
+        step = self._best_checkpoint()
+        if step is None:
             return
         targets = {n: o for n, o in self._tracked.items() if hasattr(o, "parameters")}
         if not targets:
@@ -569,13 +602,13 @@ class Run:
         live = {name: obj.state_dict() for name, obj in targets.items()}
         if _all_on_cpu(live):
             # Read straight into the live parameters (a module's state_dict shares their memory).
-            self.manager.restore(best.step, keys=list(targets), into=live)
+            self.manager.restore(step, keys=list(targets), into=live)
         else:  # e.g. on a GPU: read to host, then copy over
-            restored = self.manager.restore(best.step, keys=list(targets))
+            restored = self.manager.restore(step, keys=list(targets))
             for name, obj in targets.items():
                 obj.load_state_dict(restored[name])
-        self._restored_from = best.step
-        logger.info("%s: restored the best weights (%s %d)", self.directory, self._unit, best.step)
+        self._restored_from = step
+        logger.info("%s: restored the best weights (%s %d)", self.directory, self._unit, step)
 
     # ------------------------------------------------------------------ run.json
     def _run_info(self) -> dict[str, Any]:

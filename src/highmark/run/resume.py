@@ -153,6 +153,9 @@ def resume_run(run: Run) -> dict[str, Any] | None:
     run._resumed_from = step
     run._last_saved = run._done
     manager.protect(step, "the run resumed from it")
+    best = run.stopping.best_step
+    if best is not None and best != step:
+        manager.protect(best, "the stopper's best")
     restore_rng(hm["rng"])
     logger.info("%s: resumed from the checkpoint of %s %d", run.directory, unit, step)
     return hm
