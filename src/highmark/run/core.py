@@ -438,11 +438,12 @@ class Run:
         return self._evals_since_save >= self.save_every
 
     def _boundary(self) -> None:
-        """Runs between two epochs/steps: the pending save, then a pending signal."""
-        if self._pending is not None:
-            self._save(self._pending)
+        """Runs between two epochs/steps: a pending signal (its save covers a pending one), or
+        the save a report asked for."""
         if self._signals.received is not None:
             self._interrupt(self._signals.received)
+        if self._pending is not None:
+            self._save(self._pending)
 
     def _loader_boundary(self) -> None:
         self._batches += 1
