@@ -136,7 +136,7 @@ def _train(out: str, max_epochs: int, seed: int, quiet: bool, say: Any, started:
                 total=len(batches),
                 desc=f"epoch {epoch:>3}",
                 disable=quiet,
-                bar_format="{desc} {bar:16} {n_fmt}/{total_fmt} batches  {postfix}",
+                bar_format="{desc} {bar:16} {n_fmt}/{total_fmt} batches{postfix}",
                 mininterval=0.5,
                 file=sys.stdout,
             )
