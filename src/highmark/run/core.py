@@ -12,7 +12,6 @@ step — has run. A checkpoint therefore always holds a state the loop can conti
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -23,7 +22,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from highmark.errors import ConfigError
 from highmark.history import HistoryWriter, metric_value
+from highmark.run import saving, summary
 from highmark.run.loader import ResumableLoader
+from highmark.run.saving import _RESERVED
 from highmark.run.signals import SignalCatcher, signal_name
 from highmark.run.summary import summary_text
 
@@ -37,8 +38,6 @@ __all__ = ["Run"]
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-_RESERVED = "highmark"
-_STATE_VERSION = 1
 
 
 class Run:
@@ -468,92 +467,8 @@ class Run:
         raise SystemExit(128 + signum if signum != signal.SIGINT else 130)
 
     # ------------------------------------------------------------------ saving
-    def _state(self, step: int, partial: bool) -> dict[str, Any]:
-        from highmark.torch import capture_rng
-
-        state: dict[str, Any] = {name: obj.state_dict() for name, obj in self._tracked.items()}
-        state[_RESERVED] = {
-            "version": _STATE_VERSION,
-            "step": step,
-            "unit": self._unit,
-            "budget": self._budget,
-            "done": self._done,
-            "partial": partial,
-            "current": self._current if partial else None,
-            "reported": self._reported,
-            "evaluations": self._evaluations,
-            "batches": self._batches,
-            "history_len": self._history_len,
-            "stopping": self.stopping.state_dict(),
-            "policy": json.dumps(self.stopping.config(), allow_nan=True, default=str),
-            "best_metrics": self._best_metrics,
-            "loaders": {name: ld.state_dict() for name, ld in self._loaders.items()},
-            "rng": capture_rng(),
-        }
-        return state
-
-    def _checkpoint_step(self, partial: bool) -> int:
-        if partial and self._current is not None:
-            return self._current
-        return max(self._done - 1, 0)
-
-    def _checkpoint_metrics(self, step: int) -> tuple[dict[str, float], dict[str, Any]]:
-        """The metrics the manager ranks by, and any monitored value kept out of the ranking."""
-        if self._reported != step:
-            return {}, {}
-        metrics = {k: v for k, v in self._last_metrics.items() if v is not None}
-        # The manager ranks with the stopper's Monitor; give it the value the stopper judged
-        # (smoothed when smoothing is on), and only when the stopper's own best agrees: an
-        # evaluation the stopper skipped (start_from) or stopped on before judging it
-        # (stopping_threshold) must never become the best checkpoint.
-        key = self.monitor.key
-        judged = self.stopping.last_value if self.monitor.smoothing is not None else None
-        if key in metrics and judged is not None:
-            metrics[key] = float(judged)
-        value = metrics.get(key)
-        best_here = self.stopping.best_step == step
-        if (
-            value is not None
-            and not best_here
-            and self.monitor.is_improvement(value, self.stopping.best)
-        ):
-            return {k: v for k, v in metrics.items() if k != key}, {"unranked": {key: value}}
-        return metrics, {}
-
     def _save(self, why: str, partial: bool = False) -> None:
-        self._pending = None
-        step = self._checkpoint_step(partial)
-        metrics, extra = self._checkpoint_metrics(step) if not partial else ({}, {})
-        metadata = {"unit": self._unit, "why": why, "partial": partial, "done": self._done, **extra}
-        logger.debug("%s: saving %s %d (%s)", self.directory, self._unit, step, why)
-        t0 = time.perf_counter()
-        state = self._state(step, partial)
-        # force: a checkpoint taken mid-epoch is replaced by the one at the epoch's end
-        self.manager.save(step, state, metrics=metrics, metadata=metadata, force=True)
-        cost = time.perf_counter() - t0
-        self.save_stall_s += cost
-        self.saves += 1
-        self._last_saved = self._done
-        self._evals_since_save = 0
-        self._last_save_time = time.monotonic()
-        self._measure(cost)
-
-    def _measure(self, cost: float) -> None:
-        if self.save_every != "auto" or self.mtbf is None:
-            return
-        from highmark.policy.retention import young_interval
-
-        self._save_cost = cost if self._save_cost is None else 0.7 * self._save_cost + 0.3 * cost
-        interval = young_interval(max(self._save_cost, 1e-6), self.mtbf)
-        if self._interval is None or abs(interval - self._interval) > 0.25 * self._interval:
-            logger.info(
-                "save_every='auto': a save costs %.3g s, MTBF %.3g s -> saving every %.3g s "
-                "(Young's formula), at most once per evaluation",
-                self._save_cost,
-                self.mtbf,
-                interval,
-            )
-        self._interval = interval
+        saving.save(self, why, partial)
 
     # ------------------------------------------------------------------ the end
     def _finish(self, status: str) -> None:
@@ -576,63 +491,12 @@ class Run:
             self._summary_cache = self._summary_data()
             self._write_run_info()
 
-    def _best_checkpoint(self) -> int | None:
-        """The checkpoint of the stopper's best step; the manager's best if that one is gone."""
-        wanted = self.stopping.best_step
-        steps = {c.step for c in self.manager.checkpoints()}
-        if wanted in steps:
-            best = self.manager.best
-            if best is not None and best.step != wanted:
-                logger.warning(
-                    "%s: the index ranks %s %d best, the stopper %d; using the stopper's",
-                    self.directory, self._unit, best.step, wanted,
-                )  # fmt: skip
-            return wanted
-        best = self.manager.best
-        return None if best is None else best.step
-
     def _restore_best(self) -> None:
-        if self.stopping.best_step is None:
-            return
-        step = self._best_checkpoint()
-        if step is None:
-            return
-        targets = {n: o for n, o in self._tracked.items() if hasattr(o, "parameters")}
-        if not targets:
-            return
-        live = {name: obj.state_dict() for name, obj in targets.items()}
-        if _all_on_cpu(live):
-            # Read straight into the live parameters (a module's state_dict shares their memory).
-            self.manager.restore(step, keys=list(targets), into=live)
-        else:  # e.g. on a GPU: read to host, then copy over
-            restored = self.manager.restore(step, keys=list(targets))
-            for name, obj in targets.items():
-                obj.load_state_dict(restored[name])
-        self._restored_from = step
-        logger.info("%s: restored the best weights (%s %d)", self.directory, self._unit, step)
+        saving.restore_best(self)
 
     # ------------------------------------------------------------------ run.json
     def _run_info(self) -> dict[str, Any]:
-        now = time.time()
-        return {
-            "monitor": self.monitor.key,
-            "mode": self.monitor.mode,
-            "unit": self._unit,
-            "budget": self._budget,
-            "started": self._started,
-            "updated": now,
-            "wall_time": self._wall_before + (now - self._started),
-            "status": self._status,
-            "stop_reason": self.stop_reason,
-            "stop_step": getattr(self.stopping, "stopped_step", None),
-            "best_step": self.stopping.best_step,
-            "best_metrics": self._best_metrics,
-            "epochs_run": self._done if self._unit == "epoch" else None,
-            "steps_run": self._done if self._unit == "step" else self._batches,
-            "policy": self.stopping.config(),
-            "resumed": list(self._resumed),
-            "continued": self._continued,
-        }
+        return summary.run_info(self)
 
     def _write_run_info(self) -> None:
         try:
@@ -641,43 +505,4 @@ class Run:
             logger.exception("%s: could not write run.json", self.directory)
 
     def _summary_data(self) -> dict[str, Any]:
-        if self._summary_cache is not None and self._finished:
-            return {**self._summary_cache, "status": self._status}
-        checkpoints: list[tuple[int, bool, str]]
-        try:
-            checkpoints = [
-                (c.step, c.is_best, str(c.kept_by or "")) for c in self.manager.checkpoints()
-            ]
-        except Exception:  # a closed manager: keep what the end of the loop recorded
-            checkpoints = []
-        return {
-            "directory": self.directory,
-            "unit": self._unit or "epoch",
-            "budget": self._budget,
-            "done": self._done,
-            "status": self._status,
-            "monitor": self.monitor.key,
-            "best_step": self.stopping.best_step,
-            "best": self.stopping.best,
-            "best_metrics": self._best_metrics,
-            "stop_reason": self.stop_reason,
-            "stop_step": getattr(self.stopping, "stopped_step", None),
-            "evaluations": self._evaluations,
-            "checkpoints": checkpoints,
-            "restored_from": self._restored_from,
-            "restore_best": self.restore_best,
-            "resumed_from": self._resumed_from,
-            "continued": self._continued,
-            "already_over": self._already_over,
-            "saves": self.saves,
-            "save_stall_s": self.save_stall_s,
-        }
-
-
-def _all_on_cpu(tree: Any) -> bool:
-    if isinstance(tree, Mapping):
-        return all(_all_on_cpu(v) for v in tree.values())
-    if isinstance(tree, (list, tuple)):
-        return all(_all_on_cpu(v) for v in tree)
-    device = getattr(tree, "device", None)
-    return device is None or getattr(device, "type", "cpu") == "cpu"
+        return summary.summary_data(self)

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["summary_text"]
+if TYPE_CHECKING:
+    from highmark.run.core import Run
+
+__all__ = ["run_info", "summary_data", "summary_text"]
+
+logger = logging.getLogger("highmark.run.core")
 
 
 def _num(value: Any) -> str:
@@ -90,3 +97,58 @@ def summary_text(d: Mapping[str, Any]) -> str:
             f"{d['save_stall_s']:.3f} s for them in all"
         )
     return "\n".join(lines)
+
+
+def run_info(run: Run) -> dict[str, Any]:
+    now = time.time()
+    return {
+        "monitor": run.monitor.key,
+        "mode": run.monitor.mode,
+        "unit": run._unit,
+        "budget": run._budget,
+        "started": run._started,
+        "updated": now,
+        "wall_time": run._wall_before + (now - run._started),
+        "status": run._status,
+        "stop_reason": run.stop_reason,
+        "stop_step": getattr(run.stopping, "stopped_step", None),
+        "best_step": run.stopping.best_step,
+        "best_metrics": run._best_metrics,
+        "epochs_run": run._done if run._unit == "epoch" else None,
+        "steps_run": run._done if run._unit == "step" else run._batches,
+        "policy": run.stopping.config(),
+        "resumed": list(run._resumed),
+        "continued": run._continued,
+    }
+
+
+def summary_data(run: Run) -> dict[str, Any]:
+    if run._summary_cache is not None and run._finished:
+        return {**run._summary_cache, "status": run._status}
+    checkpoints: list[tuple[int, bool, str]]
+    try:
+        checkpoints = [(c.step, c.is_best, str(c.kept_by or "")) for c in run.manager.checkpoints()]
+    except Exception:  # a closed manager: keep what the end of the loop recorded
+        checkpoints = []
+    return {
+        "directory": run.directory,
+        "unit": run._unit or "epoch",
+        "budget": run._budget,
+        "done": run._done,
+        "status": run._status,
+        "monitor": run.monitor.key,
+        "best_step": run.stopping.best_step,
+        "best": run.stopping.best,
+        "best_metrics": run._best_metrics,
+        "stop_reason": run.stop_reason,
+        "stop_step": getattr(run.stopping, "stopped_step", None),
+        "evaluations": run._evaluations,
+        "checkpoints": checkpoints,
+        "restored_from": run._restored_from,
+        "restore_best": run.restore_best,
+        "resumed_from": run._resumed_from,
+        "continued": run._continued,
+        "already_over": run._already_over,
+        "saves": run.saves,
+        "save_stall_s": run.save_stall_s,
+    }
