@@ -128,6 +128,7 @@ def best_checkpoint(run: Run) -> int | None:
 
 
 def restore_best(run: Run) -> None:
+    """Loads the best checkpoint's weights into the tracked modules (into= their memory)."""
     if run.stopping.best_step is None:
         return
     step = best_checkpoint(run)

@@ -100,6 +100,7 @@ def summary_text(d: Mapping[str, Any]) -> str:
 
 
 def run_info(run: Run) -> dict[str, Any]:
+    """The content of ``run.json`` (format in docs/design.md)."""
     now = time.time()
     return {
         "monitor": run.monitor.key,
@@ -123,6 +124,7 @@ def run_info(run: Run) -> dict[str, Any]:
 
 
 def summary_data(run: Run) -> dict[str, Any]:
+    """The facts :func:`summary_text` renders (cached when the loop ends)."""
     if run._summary_cache is not None and run._finished:
         return {**run._summary_cache, "status": run._status}
     checkpoints: list[tuple[int, bool, str]]
