@@ -122,10 +122,12 @@ def validate_manifest(m: Any, rel: str) -> None:
 
 
 def _numpy_dtype(name: str) -> bool:
+    """Whether numpy itself has this dtype (not one registered by ml_dtypes, kind "V")."""
     try:
-        return bool(np.dtype(name).name == name)
+        dtype = np.dtype(name)
     except TypeError:
         return False
+    return bool(dtype.name == name and dtype.kind in "biufc")
 
 
 def _validate_tensor(t: dict[str, Any], kind: str, where: str, bad: Any) -> None:
