@@ -420,3 +420,15 @@ def test_load_state_dict_names_the_bad_key(change: Any, match: str) -> None:
 def test_construction_validates_arguments(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         EarlyStopping(**kwargs)
+
+
+def test_continue_after_stop_keeps_the_best_and_restarts_patience() -> None:
+    es = EarlyStopping(monitor="loss", patience=2)
+    for step, value in enumerate([1.0, 0.5, 0.6, 0.7]):
+        es.update({"loss": value}, step=step)
+    assert es.should_stop
+    es.continue_after_stop(4)
+    assert (es.should_stop, es.stopped_step, es.reason, es.wait) == (False, None, None, 0)
+    assert (es.best, es.best_step) == (0.5, 1)
+    assert not es.update({"loss": 0.8}, step=4)
+    assert es.update({"loss": 0.8}, step=5)

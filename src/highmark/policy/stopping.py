@@ -146,6 +146,19 @@ class EarlyStopping:
         self.reason: str | None = None
         self.last_value: float | None = None
 
+    def continue_after_stop(self, step: int) -> None:
+        """Clears a stop decision on purpose and restarts patience at ``step``.
+
+        For continuing a run that had stopped, with a larger budget or a changed policy: the
+        best value and step are kept, the wait starts again from zero.
+        """
+        p = self._patience
+        self.should_stop = False
+        self.stopped_step = None
+        self.stop_cause = StopCause.NOT_STOPPED
+        self.reason = None
+        p.restart(step, p.clock() if p.unit == "seconds" else 0.0)
+
     @property
     def patience(self) -> float:
         """The patience, in ``patience_unit``."""

@@ -46,12 +46,7 @@ def _replay_history(run: Run, count: int) -> None:
 
 
 def _clear_stop(run: Run, step: int) -> None:
-    state = dict(run.stopping.state_dict())
-    state.update(should_stop=False, stopped_step=None, stop_cause="not_stopped", reason=None)
-    run.stopping.load_state_dict(state)
-    patience = getattr(run.stopping, "_patience", None)  # patience restarts when continuing
-    if patience is not None and hasattr(patience, "restart"):
-        patience.restart(step)
+    run.stopping.continue_after_stop(step)
 
 
 def resume_run(run: Run) -> dict[str, Any] | None:
