@@ -406,6 +406,20 @@ def test_open_reindexes_a_committed_dir_missing_from_the_index(manager: Factory)
     assert mgr.best.step == 2
 
 
+def test_open_reranks_when_the_missing_dir_was_the_new_best(manager: Factory) -> None:
+    mgr = manager(monitor="loss", keep_last=3)
+    save_losses(mgr, [0.5])
+    before = mgr.storage.read_bytes(INDEX)  # the index as it was before step 2 was committed
+    mgr.save(2, make_state(2), {"loss": 0.3})
+    mgr.storage.replace_atomic(INDEX, before)  # a crash between commit and index write
+    mgr.close()
+    mgr = manager(monitor="loss", keep_last=3)
+    assert steps(mgr) == [1, 2]
+    assert mgr.best is not None
+    assert mgr.best.step == 2
+    assert json.loads(mgr.storage.read_bytes(INDEX))["ranking"]["best_step"] == 2
+
+
 def test_open_drops_index_entries_whose_dir_is_gone(
     manager: Factory, caplog: pytest.LogCaptureFixture
 ) -> None:

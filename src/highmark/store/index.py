@@ -335,6 +335,7 @@ def open_index(storage: Storage, monitor: Monitor | None, read_only: bool) -> In
     changed = loaded is None
     state = loaded or IndexState()
     committed: set[int] = set()
+    readded = False  # a crash between commit and index write: the ranking must be redone
     for name in storage.listdir():
         step = parse_step_dir(name)
         if step is None:
@@ -353,13 +354,13 @@ def open_index(storage: Storage, monitor: Monitor | None, read_only: bool) -> In
                 continue
             state.entries[step] = entry_from_manifest(storage, name, manifest)
             log.warning("%s: re-indexed committed %s missing from the index", url, name)
-            changed = True
+            changed = readded = True
     for step in sorted(set(state.entries) - committed):
         log.warning("%s: dropping %s from the index: its directory is gone", url, step_dir(step))
         del state.entries[step]
         changed = True
     config = monitor.config() if monitor else None
-    if state.monitor != config or state.best_step not in state.entries:
+    if readded or state.monitor != config or state.best_step not in state.entries:
         if state.monitor is not None and config is not None and state.monitor != config:
             log.warning("%s: monitor changed from %s to %s; re-ranking", url, state.monitor, config)
         state.monitor = config

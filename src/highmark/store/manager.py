@@ -228,7 +228,8 @@ class CheckpointManager:
         )
         if self._lock is not None:
             self._lock.refresh()
-        return self._info(self._state.entries[step])
+        # A replaced older step may be deleted by this very decision: describe what was written.
+        return self._info(self._state.entries.get(step, entry))
 
     def _forget(self, step: int) -> None:
         """Drops ``step`` from the index before its files go (object stores replace that way)."""
