@@ -19,6 +19,7 @@ EXPECTED = {
     "MaxBytes",
     "Monitor",
     "ReduceLROnPlateau",
+    "ResumableLoader",
     "Retention",
     "Run",
     "VerifyReport",

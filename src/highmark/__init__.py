@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from highmark.policy.plateau import ReduceLROnPlateau
     from highmark.policy.retention import KeepBest, KeepEvery, KeepLast, MaxBytes, Retention
     from highmark.policy.stopping import EarlyStopping
-    from highmark.run import Run
+    from highmark.run import ResumableLoader, Run
     from highmark.store.manager import CheckpointInfo, CheckpointManager, VerifyReport
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "MaxBytes",
     "Monitor",
     "ReduceLROnPlateau",
+    "ResumableLoader",
     "Retention",
     "Run",
     "VerifyReport",
@@ -52,6 +53,7 @@ _LAZY = {
     "CheckpointInfo": "highmark.store.manager",
     "VerifyReport": "highmark.store.manager",
     "Run": "highmark.run",
+    "ResumableLoader": "highmark.run",
 }
 
 
