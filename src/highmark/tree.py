@@ -18,22 +18,22 @@ Skeleton nodes (plain JSON):
 Every node of a tree must have its own key path: ``{"a.b": x, "a": {"b": y}}`` is refused, since
 ``a.b`` would name two things.
 
-Tensors are handled by *leaf codecs* (:class:`LeafCodec`) keyed by the leaf's top-level module:
-numpy's is built in; torch's lives in :mod:`highmark.torch` and is imported lazily, by name, the
-first time a torch tensor is met or a torch tensor must be rebuilt, so this module (and the store
-built on it) never imports torch itself.
+Tensors are handled by the *leaf codecs* of :mod:`highmark.codecs`, keyed by the leaf's
+top-level module (numpy built in, torch imported lazily by name), so this module (and the store
+built on it) never imports torch itself. The codec names (:class:`LeafCodec`, :data:`DTYPES`,
+:func:`codec_for_kind`, ...) are re-exported here.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
+from highmark.codecs import DTYPES, DType, LeafCodec, NumpyCodec, codec_for_kind, has_codec
 from highmark.errors import ConfigError, UnsupportedStateError
 
 __all__ = [
@@ -52,183 +52,7 @@ __all__ = [
 
 _JSON_SCALARS = (int, float, bool, str, type(None))
 _CONTAINERS = ("dict", "odict", "list", "tuple")
-
-
-@dataclass(frozen=True)
-class DType:
-    """One tensor dtype: its canonical name, item size and safetensors spelling.
-
-    ``st`` is the safetensors dtype string, or ``None`` for a dtype safetensors cannot name; such
-    a tensor is stored bytewise (``U8``, shape ``[nbytes]``) with the true dtype in our manifest.
-    ``st_bits`` is the width of one safetensors element (4 for ``F4``, whose header shape counts
-    the two values packed in each ``float4_e2m1fn_x2`` byte).
-    """
-
-    name: str
-    itemsize: int
-    st: str | None
-    st_bits: int = 0
-
-    def header_entry(self, shape: Sequence[int], nbytes: int) -> tuple[str, list[int]]:
-        """The safetensors ``(dtype, shape)`` this dtype is written with."""
-        if self.st is None or (self.st_bits == 4 and len(shape) == 0):
-            return "U8", [nbytes]
-        if self.st_bits == 4:
-            return self.st, [*shape[:-1], shape[-1] * 2]
-        return self.st, list(shape)
-
-
-def _dt(name: str, itemsize: int, st: str | None, st_bits: int = 0) -> DType:
-    return DType(name, itemsize, st, st_bits or itemsize * 8)
-
-
-#: Every dtype highmark stores, by canonical name (torch's name without ``torch.``; numpy's name).
-DTYPES: dict[str, DType] = {
-    d.name: d
-    for d in (
-        _dt("float64", 8, "F64"),
-        _dt("float32", 4, "F32"),
-        _dt("float16", 2, "F16"),
-        _dt("bfloat16", 2, "BF16"),
-        _dt("int64", 8, "I64"),
-        _dt("int32", 4, "I32"),
-        _dt("int16", 2, "I16"),
-        _dt("int8", 1, "I8"),
-        _dt("uint64", 8, "U64"),
-        _dt("uint32", 4, "U32"),
-        _dt("uint16", 2, "U16"),
-        _dt("uint8", 1, "U8"),
-        _dt("bool", 1, "BOOL"),
-        _dt("complex64", 8, "C64"),
-        _dt("float8_e4m3fn", 1, "F8_E4M3"),
-        _dt("float8_e5m2", 1, "F8_E5M2"),
-        _dt("float8_e4m3fnuz", 1, "F8_E4M3FNUZ"),
-        _dt("float8_e5m2fnuz", 1, "F8_E5M2FNUZ"),
-        _dt("float8_e8m0fnu", 1, "F8_E8M0"),
-        _dt("float4_e2m1fn_x2", 1, "F4", 4),
-        _dt("complex128", 16, None),
-        _dt("complex32", 4, None),
-        _dt("bits8", 1, None),
-        _dt("bits16", 2, None),
-        _dt("bits1x8", 1, None),
-        _dt("bits2x4", 1, None),
-        _dt("bits4x2", 1, None),
-    )
-}
-
-
-class LeafCodec(Protocol):
-    """How the store reads and writes the bytes of one kind of tensor leaf."""
-
-    kind: str
-
-    def describe(self, leaf: Any, path: str) -> tuple[str, tuple[int, ...]]:
-        """The leaf's canonical dtype name and shape; UnsupportedStateError when unstorable."""
-        ...
-
-    def chunks(self, leaf: Any, max_bytes: int) -> Iterator[memoryview]:
-        """The leaf's bytes (row-major, little-endian) as views, copying at most ``max_bytes``
-        at a time (only a non-contiguous, non-CPU or big-endian leaf is copied)."""
-        ...
-
-    def empty(self, dtype: str, shape: tuple[int, ...]) -> Any:
-        """A new, uninitialised leaf on the host."""
-        ...
-
-    def from_buffer(self, buffer: memoryview, dtype: str, shape: tuple[int, ...]) -> Any:
-        """A leaf over ``buffer`` (writable, exactly the leaf's bytes) without copying."""
-        ...
-
-    def writable_bytes(self, leaf: Any) -> memoryview | None:
-        """A writable byte view of the leaf's memory, or None when it is not contiguous host
-        memory (then the store reads into a temporary leaf and calls :meth:`assign`)."""
-        ...
-
-    def assign(self, dest: Any, src: Any) -> None:
-        """Copy ``src`` (same dtype and shape, host memory) into ``dest`` in place."""
-        ...
-
-
-class NumpyCodec:
-    """The leaf codec of numpy arrays (little-endian bytes, any dtype in :data:`DTYPES`)."""
-
-    kind = "numpy"
-
-    def describe(self, leaf: Any, path: str) -> tuple[str, tuple[int, ...]]:
-        if type(leaf) is not np.ndarray:
-            raise UnsupportedStateError(
-                path, f"numpy {type(leaf).__qualname__} is not storable (plain ndarray only)"
-            )
-        name = leaf.dtype.name
-        if name not in DTYPES or leaf.dtype.fields is not None:
-            raise UnsupportedStateError(path, f"numpy dtype {leaf.dtype} is not storable")
-        return name, tuple(int(n) for n in leaf.shape)
-
-    def chunks(self, leaf: Any, max_bytes: int) -> Iterator[memoryview]:
-        arr: np.ndarray[Any, Any] = leaf
-        little = arr.dtype.newbyteorder("<")
-        if arr.flags.c_contiguous and arr.dtype == little:
-            if arr.nbytes:
-                yield arr.reshape(-1).view(np.uint8).data
-            return
-        yield from _chunked(arr, max_bytes, lambda a: np.ascontiguousarray(a, dtype=little))
-
-    def empty(self, dtype: str, shape: tuple[int, ...]) -> Any:
-        return np.empty(shape, dtype=np.dtype(dtype))
-
-    def from_buffer(self, buffer: memoryview, dtype: str, shape: tuple[int, ...]) -> Any:
-        if len(buffer) == 0:
-            return self.empty(dtype, shape)
-        return np.frombuffer(buffer, dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape)
-
-    def writable_bytes(self, leaf: Any) -> memoryview | None:
-        arr: np.ndarray[Any, Any] = leaf
-        if not (arr.flags.c_contiguous and arr.flags.writeable) or arr.dtype.byteorder == ">":
-            return None
-        return arr.reshape(-1).view(np.uint8).data
-
-    def assign(self, dest: Any, src: Any) -> None:
-        np.copyto(dest, src)
-
-
-def _chunked(arr: Any, max_bytes: int, contiguous: Any) -> Iterator[memoryview]:
-    """Row blocks of a numpy array as contiguous byte views, at most ~``max_bytes`` each."""
-    if arr.size == 0:
-        return
-    if arr.ndim == 0 or arr.nbytes <= max_bytes:
-        yield contiguous(arr).reshape(-1).view(np.uint8).data
-        return
-    row = arr.nbytes // arr.shape[0]
-    if row > max_bytes:
-        for i in range(arr.shape[0]):
-            yield from _chunked(arr[i], max_bytes, contiguous)
-        return
-    step = max(1, max_bytes // row)
-    for i in range(0, arr.shape[0], step):
-        yield contiguous(arr[i : i + step]).reshape(-1).view(np.uint8).data
-
-
-_NUMPY = NumpyCodec()
-#: Leaf codecs by the leaf's top-level module: an instance, or "module:attribute" loaded lazily.
-_CODECS: dict[str, LeafCodec | str] = {"numpy": _NUMPY, "torch": "highmark.torch:TORCH_CODEC"}
-
-
-def codec_for_kind(kind: str) -> LeafCodec:
-    """The leaf codec for ``kind`` ("numpy" or "torch"); the torch one is imported here, lazily.
-
-    This is the one place highmark imports a module by name, so that the store can give back torch
-    tensors without importing torch itself.
-
-    Raises:
-        KeyError: when no codec is registered for ``kind``.
-    """
-    codec = _CODECS[kind]
-    if isinstance(codec, str):
-        module, _, attr = codec.partition(":")
-        codec = getattr(importlib.import_module(module), attr)
-        _CODECS[kind] = codec
-    assert not isinstance(codec, str)
-    return codec
+_NUMPY = codec_for_kind("numpy")
 
 
 @dataclass
@@ -310,7 +134,7 @@ def flatten(tree: Any) -> FlatTree:
             tensors[path] = arr
             return {"tensor": "numpy", "scalar": True}
         module = kind.__module__.partition(".")[0]
-        if module in _CODECS:
+        if has_codec(module):
             codec = codec_for_kind(module)
             codec.describe(node, path)
             tensors[path] = node
@@ -374,7 +198,7 @@ def _nodes(skeleton: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
                 raise ValueError(f"{where}: {type(node).__name__} is not a skeleton node")
             continue
         if "tensor" in node:
-            if node["tensor"] not in _CODECS or not set(node) <= {"tensor", "scalar"}:
+            if not has_codec(node["tensor"]) or not set(node) <= {"tensor", "scalar"}:
                 raise ValueError(f"{where}: bad tensor node {node!r}")
             continue
         if len(node) != 1 or next(iter(node)) not in _CONTAINERS:
