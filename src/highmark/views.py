@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 from collections.abc import Callable
 from typing import Any
 
@@ -137,13 +138,17 @@ def diff_table(data: dict[str, Any]) -> None:
 
 
 def compare_table(data: dict[str, Any]) -> None:
-    """Prints ``highmark compare``: one column per run, side by side; the winner starred."""
+    """Prints ``highmark compare``: one column per run, side by side; the winner starred.
+
+    The stop reasons are sentences, listed under the table (one line per stopped run) so that the
+    table's columns stay narrow enough for an 80-column terminal.
+    """
     from rich.table import Table
 
     runs = data["runs"]
     title = "runs" + (f" - winner: {data['winner']}" if data["winner"] else "")
     table = Table(title=title)
-    table.add_column("", style="bold")
+    table.add_column("", style="bold", no_wrap=True)
     for r in runs:
         name = ("★ " if r["winner"] else "") + r["run"]
         table.add_column(name, overflow="fold", style="bold green" if r["winner"] else None)
@@ -152,7 +157,7 @@ def compare_table(data: dict[str, Any]) -> None:
         ("best", lambda r: num(r["best_value"])),
         ("best step", lambda r: num(r["best_step"])),
         ("status", lambda r: num(r["status"])),
-        ("stop reason", lambda r: num(r["stop_reason"])),
+        ("stop step", lambda r: num(r["stop_step"])),
         ("run / budget", lambda r: f"{num(r['run_length'])} / {num(r['budget'])} {r['unit']}s"),
         ("wall time (s)", lambda r: num(r["wall_time"])),
         ("checkpoints", lambda r: f"{r['checkpoints']} ({size(r['bytes'])})"),
@@ -161,6 +166,14 @@ def compare_table(data: dict[str, Any]) -> None:
         table.add_row(label, *(cell(r) for r in runs))
     out = console()
     out.print(table)
+    stopped = [r for r in runs if r["stop_reason"]]
+    if stopped:
+        out.print("stop reasons:")
+    for r in stopped:
+        at = f" ({r['unit']} {r['stop_step']})" if r["stop_step"] is not None else ""
+        line = f"{r['run']}{at}: {r['stop_reason']}"
+        text = textwrap.fill(line, out.width, initial_indent="  ", subsequent_indent="    ")
+        out.print(text, markup=False, soft_wrap=True)
     if data["note"]:
         out.print(data["note"])
 
