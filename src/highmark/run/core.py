@@ -12,20 +12,20 @@ step — has run. A checkpoint therefore always holds a state the loop can conti
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
-import signal
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from highmark.errors import ConfigError
 from highmark.history import HistoryWriter, metric_value
-from highmark.run import saving, summary
+from highmark.run import loop, saving, summary
 from highmark.run.loader import ResumableLoader
 from highmark.run.saving import _RESERVED
-from highmark.run.signals import SignalCatcher, signal_name
+from highmark.run.signals import SignalCatcher
 from highmark.run.summary import summary_text
 
 if TYPE_CHECKING:
@@ -219,7 +219,9 @@ class Run:
         name = name or f"loader{len(self._loaders)}"
         if name in self._loaders:
             raise ConfigError(f"a loader named {name!r} already exists")
-        wrapped: ResumableLoader[T] = ResumableLoader(iterable, boundary=self._loader_boundary)
+        wrapped: ResumableLoader[T] = ResumableLoader(
+            iterable, boundary=functools.partial(loop.loader_boundary, self)
+        )
         if name in self._loader_states:
             wrapped.load_state_dict(self._loader_states.pop(name))
         self._loaders[name] = wrapped
@@ -232,14 +234,14 @@ class Run:
         interrupted mid-way, with its loaders skipping what was consumed). Call
         :meth:`report` once per epoch, at the end of the body.
         """
-        return self._loop("epoch", max_epochs)
+        return loop.start(self, "epoch", max_epochs)
 
     def steps(self, max_steps: int) -> Iterator[int]:
         """Yields step numbers (from 0) until the stopper says stop or ``max_steps`` are done.
 
         Call :meth:`report` every N steps; each step is a boundary where saves happen.
         """
-        return self._loop("step", max_steps)
+        return loop.start(self, "step", max_steps)
 
     def report(self, **metrics: Any) -> bool:
         """Records one evaluation: writes the history, updates the stopper, schedules a save.
@@ -274,7 +276,7 @@ class Run:
             self._pending = "best"
         elif stop:
             self._pending = "final"
-        elif self._due():
+        elif saving.due(self):
             self._pending = self._pending or "interval"
         if stop:
             logger.info("%s: stopping at %s %d: %s", self.directory, self._unit, step, self.reason)
@@ -367,132 +369,9 @@ class Run:
         """The step whose weights the tracked model holds after the loop (restore_best)."""
         return self._restored_from
 
-    # ------------------------------------------------------------------ the loop
-    def _loop(self, unit: str, budget: int) -> Iterator[int]:
-        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
-            raise ConfigError(f"max_{unit}s must be an int >= 0, got {budget!r}")
-        if self._unit is not None:
-            raise ConfigError("a Run drives one loop; make a new Run (resume=True) to continue")
-        if self._closed:
-            raise ConfigError("this Run is closed")
-        self._unit, self._budget = unit, budget
-        return self._iterate(unit, budget)
-
-    def _iterate(self, unit: str, budget: int) -> Iterator[int]:
-        try:
-            self._begin()
-        except BaseException:  # nothing ran: leave the directory as it was
-            self._finished = True
-            self._signals.uninstall()
-            raise
-        status = "interrupted"
-        try:
-            while True:
-                self._boundary()
-                if self.stopping.should_stop:
-                    break
-                if self._done >= budget:
-                    break
-                self._current = self._done
-                if unit == "epoch" and not self._resume_partial:
-                    for ld in self._loaders.values():
-                        ld.end_pass()
-                self._resume_partial = False
-                self._in_body = True
-                yield self._current
-                self._in_body = False
-                self._done += 1
-            status = "stopped" if self.stopping.should_stop else "budget"
-        finally:
-            if self._in_body and self._reported == self._current:
-                self._done += 1  # left after its report (break, exception): the unit counts
-            self._in_body = False
-            if not self._finished:
-                self._finish(status)
-            self.close()  # release the directory's lock as soon as the loop is over
-
-    def _begin(self) -> None:
-        from highmark.run.resume import resume_run
-
-        if self.handle_signals:
-            self._signals.install()
-        info = None
-        if self.resume:
-            info = resume_run(self)
-        elif self.manager.latest is not None:
-            raise ConfigError(
-                f"{self.directory} already holds checkpoints and resume=False: remove the "
-                "directory (or choose another) to start over, or pass resume=True to continue"
-            )
-        if info is None:
-            self._history.truncate(0)
-        self._write_run_info()
-
-    def _due(self) -> bool:
-        if self.save_every == "auto":
-            if self._save_cost is None:
-                return True
-            return time.monotonic() - self._last_save_time >= (self._interval or 0.0)
-        assert isinstance(self.save_every, int)
-        return self._evals_since_save >= self.save_every
-
-    def _boundary(self) -> None:
-        """Runs between two epochs/steps: a pending signal (its save covers a pending one), or
-        the save a report asked for."""
-        if self._signals.received is not None:
-            self._interrupt(self._signals.received)
-        if self._pending is not None:
-            self._save(self._pending)
-
-    def _loader_boundary(self) -> None:
-        self._batches += 1
-        if self._unit == "epoch" and self._in_body and self._signals.received is not None:
-            self._interrupt(self._signals.received)
-
-    def _interrupt(self, signum: int) -> None:
-        partial = self._in_body
-        self._signalled = True
-        self._save("interrupt", partial=partial)
-        self._status = "interrupted"
-        self._finish("interrupted")
-        where = f"{self._unit} {self._current if partial else self._done - 1}"
-        logger.warning(
-            "%s received: saved a checkpoint at %s in %s and exited. To resume, run the same "
-            "script again (Run(..., resume=True) continues from the latest checkpoint).",
-            signal_name(signum),
-            where,
-            self.directory,
-        )
-        self.close()
-        raise SystemExit(128 + signum if signum != signal.SIGINT else 130)
-
-    # ------------------------------------------------------------------ saving
-    def _save(self, why: str, partial: bool = False) -> None:
-        saving.save(self, why, partial)
-
     # ------------------------------------------------------------------ the end
     def _finish(self, status: str) -> None:
-        if self._finished:
-            return
-        self._finished = True
-        self._in_body = False
-        try:
-            if status != "failed" and self._pending is not None:
-                self._save(self._pending)
-            elif status in ("stopped", "budget") and self._last_saved != self._done > 0:
-                self._save("final")
-            self.manager.wait()
-            if self._status != "interrupted":
-                self._status = status
-            if self.restore_best:
-                self._restore_best()
-        finally:
-            self._signals.uninstall()
-            self._summary_cache = self._summary_data()
-            self._write_run_info()
-
-    def _restore_best(self) -> None:
-        saving.restore_best(self)
+        loop.finish(self, status)
 
     # ------------------------------------------------------------------ run.json
     def _run_info(self) -> dict[str, Any]:

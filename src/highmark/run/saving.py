@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from highmark.run.core import Run
 
-__all__ = ["checkpoint_metrics", "checkpoint_state", "restore_best", "save"]
+__all__ = ["checkpoint_metrics", "checkpoint_state", "due", "restore_best", "save"]
 
 logger = logging.getLogger("highmark.run.core")  # one logger name for everything a Run says
 
@@ -90,6 +90,16 @@ def save(run: Run, why: str, partial: bool = False) -> None:
     run._evals_since_save = 0
     run._last_save_time = time.monotonic()
     measure(run, cost)
+
+
+def due(run: Run) -> bool:
+    """Whether the evaluation just reported should be saved under ``save_every``."""
+    if run.save_every == "auto":
+        if run._save_cost is None:
+            return True
+        return time.monotonic() - run._last_save_time >= (run._interval or 0.0)
+    assert isinstance(run.save_every, int)
+    return run._evals_since_save >= run.save_every
 
 
 def measure(run: Run, cost: float) -> None:
