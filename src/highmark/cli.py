@@ -21,11 +21,13 @@ from typing import Any, TypeVar
 
 from highmark.__about__ import __version__
 
+_MISSING: str | None = None
 try:
     import click
     import typer
-except ImportError:  # pragma: no cover - exercised only without the cli extra
+except ImportError as _err:  # pragma: no cover - exercised only without the cli extra
     typer = None  # type: ignore[assignment]
+    _MISSING = _err.name
 
 _INSTALL_HINT = "the highmark command line needs its extra: pip install 'highmark[cli]'"
 _STATE = {"debug": False}
@@ -370,7 +372,7 @@ if typer is not None:
 def main() -> None:
     """Entry point of the ``highmark`` console script."""
     if typer is None:
-        print(_INSTALL_HINT, file=sys.stderr)
+        print(f"{_INSTALL_HINT} (missing: {_MISSING})", file=sys.stderr)
         raise SystemExit(2)
     app()
 
