@@ -12,14 +12,8 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from highmark.errors import ConfigError
-from highmark.policy.criteria import (
-    OPT_INT,
-    OPT_NUM,
-    Criterion,
-    Divergence,
-    Threshold,
-    check_state,
-)
+from highmark.policy.base import OPT_INT, OPT_NUM, Criterion, check_state
+from highmark.policy.criteria import Divergence, Threshold
 from highmark.policy.monitor import Metrics, Monitor, Smoothing, as_monitor
 from highmark.policy.patience import Patience
 
