@@ -14,7 +14,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from highmark.errors import ConfigError
@@ -22,7 +22,7 @@ from highmark.history import HistoryWriter, read_history
 from highmark.policy.stopping import EarlyStopping
 from highmark.store.manager import CheckpointInfo, CheckpointManager
 
-__all__ = ["Session", "make_stopper", "require", "scalar_metrics"]
+__all__ = ["CallbackBase", "Session", "make_stopper", "require", "scalar_metrics"]
 
 logger = logging.getLogger(__name__)
 
@@ -239,6 +239,8 @@ class Session:
             state = manager.restore(latest.step, keys=wanted)
         self.stopper.load_state_dict(state.pop("stopper"))
         self.resumed_from = latest.step
+        if self.stopper.should_stop:
+            logger.info("run %s had stopped: %s", self.directory, self.stopper.reason)
         if self.manager is not None and self.history is not None:
             self.manager.protect(latest.step, "resumed from")
             self.history_to(int(latest.metadata.get("history_records", self.records)))
@@ -262,6 +264,27 @@ class Session:
             if best is None:
                 return None
             return best.step, manager.restore(best.step, keys=list(keys))
+
+    def load_best(self, load_model: Callable[[Any], None]) -> int | None:
+        """Hands the best checkpoint's ``"model"`` state to ``load_model``; returns its step."""
+        best = self.best_state(["model"])
+        if best is None:
+            return None
+        step, state = best
+        load_model(state["model"])
+        logger.info("restored the best model of %s (checkpoint step %d)", self.directory, step)
+        return step
+
+    def end(self, load_model: Callable[[Any], None]) -> int | None:
+        """Ends a finished fit: loads the best model when ``restore_best``, then closes the run.
+
+        Returns:
+            The best checkpoint's step when its model was loaded, else None.
+        """
+        try:
+            return self.load_best(load_model) if self.restore_best else None
+        finally:
+            self.close("budget")
 
     def _write_info(self, status: str) -> None:
         if self.history is None:
@@ -295,3 +318,18 @@ class Session:
         )
         self._info.setdefault("resumed", [])
         self.history.write_run_info(self._info)
+
+
+class CallbackBase:
+    """What every ``HighmarkCallback`` shares; a mixin put before the framework's callback base.
+
+    Each framework module keeps its own typed ``__init__`` (the public signature, whose defaults
+    and extra arguments differ by framework) and sets :attr:`session` there.
+    """
+
+    session: Session
+
+    @property
+    def stopper(self) -> EarlyStopping:
+        """The stopping policy (its ``best``, ``wait``, ``reason``, ``stopped_step``...)."""
+        return self.session.stopper

@@ -16,13 +16,18 @@ same directory continues after the last saved epoch; ``callback.initial_epoch`` 
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from highmark.errors import CheckpointError
-from highmark.integrations._common import Session, make_stopper, require, scalar_metrics
+from highmark.integrations._common import (
+    CallbackBase,
+    Session,
+    make_stopper,
+    require,
+    scalar_metrics,
+)
 from highmark.policy.stopping import EarlyStopping
 
 require("keras", "3.0", "keras")
@@ -31,8 +36,6 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 __all__ = ["HighmarkCallback"]
-
-logger = logging.getLogger(__name__)
 
 
 def _key(index: int, variable: Any) -> str:
@@ -65,7 +68,7 @@ def _assign(variables: Sequence[Any], saved: Mapping[str, Any], where: str) -> N
         variable.assign(array)
 
 
-class HighmarkCallback(keras.callbacks.Callback):  # type: ignore[misc]
+class HighmarkCallback(CallbackBase, keras.callbacks.Callback):  # type: ignore[misc]
     """A Keras callback that stops ``fit`` by a highmark policy and keeps the right models.
 
     Args:
@@ -121,11 +124,6 @@ class HighmarkCallback(keras.callbacks.Callback):  # type: ignore[misc]
         self.stopped_epoch: int | None = None
 
     @property
-    def stopper(self) -> EarlyStopping:
-        """The stopping policy (its ``best``, ``wait``, ``reason``, ``stopped_step``...)."""
-        return self.session.stopper
-
-    @property
     def initial_epoch(self) -> int:
         """The epoch ``fit`` starts from on this run: one after the latest checkpoint, else 0."""
         if not self.session.resume:
@@ -148,7 +146,6 @@ class HighmarkCallback(keras.callbacks.Callback):  # type: ignore[misc]
             _assign(optimizer.variables, state["optimizer"], "optimizer")
         epoch = int(state.get("epoch", step)) + 1
         if self.stopper.should_stop:
-            logger.info("run %s had stopped: %s", self.session.directory, self.stopper.reason)
             epoch = max(epoch, int(self.params.get("epochs") or epoch))
         self.model._initial_epoch = epoch  # what keras.callbacks.BackupAndRestore sets
         self.session.epochs_run = epoch
@@ -168,12 +165,6 @@ class HighmarkCallback(keras.callbacks.Callback):  # type: ignore[misc]
 
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
         self.model._initial_epoch = None
-        try:
-            if self.session.restore_best:
-                best = self.session.best_state(["model"])
-                if best is not None:
-                    self.best_epoch, state = best
-                    _assign(self.model.weights, state["model"], "model")
-                    logger.info("restored the best weights (epoch %d)", self.best_epoch)
-        finally:
-            self.session.close("budget")
+        best = self.session.end(lambda saved: _assign(self.model.weights, saved, "model"))
+        if best is not None:
+            self.best_epoch = best

@@ -13,12 +13,17 @@ ranks (one rank stopping stops all, as in Lightning); only rank 0 writes to the 
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
 from typing import Any
 
-from highmark.integrations._common import Session, make_stopper, require, scalar_metrics
+from highmark.integrations._common import (
+    CallbackBase,
+    Session,
+    make_stopper,
+    require,
+    scalar_metrics,
+)
 from highmark.policy.stopping import EarlyStopping
 
 require("lightning", "2.2", "lightning")
@@ -29,10 +34,8 @@ from lightning.pytorch.trainer.states import TrainerFn  # noqa: E402
 
 __all__ = ["HighmarkCallback"]
 
-logger = logging.getLogger(__name__)
 
-
-class HighmarkCallback(Callback):  # type: ignore[misc]
+class HighmarkCallback(CallbackBase, Callback):  # type: ignore[misc]
     """A Lightning callback that stops training by a highmark policy and keeps the right models.
 
     Args:
@@ -91,11 +94,6 @@ class HighmarkCallback(Callback):  # type: ignore[misc]
         self._history_records = -1
         self.best_step: int | None = None
 
-    @property
-    def stopper(self) -> EarlyStopping:
-        """The stopping policy (its ``best``, ``wait``, ``reason``, ``stopped_step``...)."""
-        return self.session.stopper
-
     # -- Lightning's own checkpoint carries the stopper ----------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -140,7 +138,6 @@ class HighmarkCallback(Callback):  # type: ignore[misc]
             config.scheduler.load_state_dict(saved)
         trainer.fit_loop.load_state_dict(state["loops"])
         if self.stopper.should_stop:
-            logger.info("run %s had stopped: %s", self.session.directory, self.stopper.reason)
             trainer.should_stop = True
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -203,9 +200,6 @@ class HighmarkCallback(Callback):  # type: ignore[misc]
             self.session.save(step, state, metrics, meta)
 
     def _restore_best(self, pl_module: pl.LightningModule) -> None:
-        best = self.session.best_state(["model"])
-        if best is None:
-            return
-        self.best_step, state = best
-        pl_module.load_state_dict(state["model"])
-        logger.info("restored the best weights (step %d)", self.best_step)
+        best = self.session.load_best(pl_module.load_state_dict)
+        if best is not None:
+            self.best_step = best

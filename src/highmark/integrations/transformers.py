@@ -18,12 +18,17 @@ optimizer, scheduler, stopper and step count; the data order starts over).
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
 from typing import Any
 
-from highmark.integrations._common import Session, make_stopper, require, scalar_metrics
+from highmark.integrations._common import (
+    CallbackBase,
+    Session,
+    make_stopper,
+    require,
+    scalar_metrics,
+)
 from highmark.policy.stopping import EarlyStopping
 
 require("transformers", "4.40", "transformers")
@@ -33,12 +38,10 @@ from transformers import TrainingArguments as _Args  # noqa: E402
 
 __all__ = ["HighmarkCallback"]
 
-logger = logging.getLogger(__name__)
-
 _PREFIX = "eval_"
 
 
-class HighmarkCallback(TrainerCallback):  # type: ignore[misc]
+class HighmarkCallback(CallbackBase, TrainerCallback):  # type: ignore[misc]
     """A ``TrainerCallback`` that stops training by a highmark policy and keeps the best models.
 
     Args:
@@ -92,11 +95,6 @@ class HighmarkCallback(TrainerCallback):  # type: ignore[misc]
         self._training = False
         self.best_step: int | None = None
 
-    @property
-    def stopper(self) -> EarlyStopping:
-        """The stopping policy (its ``best``, ``wait``, ``reason``, ``stopped_step``...)."""
-        return self.session.stopper
-
     def on_train_begin(
         self, args: _Args, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
@@ -117,7 +115,6 @@ class HighmarkCallback(TrainerCallback):  # type: ignore[misc]
             kwargs["lr_scheduler"].load_state_dict(saved["scheduler"])
         state.global_step = step
         if self.stopper.should_stop:
-            logger.info("run %s had stopped: %s", self.session.directory, self.stopper.reason)
             control.should_training_stop = True
 
     def on_step_begin(
@@ -153,12 +150,6 @@ class HighmarkCallback(TrainerCallback):  # type: ignore[misc]
         self, args: _Args, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         self._training = False
-        try:
-            if self.session.restore_best:
-                best = self.session.best_state(["model"])
-                if best is not None:
-                    self.best_step, saved = best
-                    kwargs["model"].load_state_dict(saved["model"])
-                    logger.info("restored the best model (step %d)", self.best_step)
-        finally:
-            self.session.close("budget")
+        best = self.session.end(kwargs["model"].load_state_dict)
+        if best is not None:
+            self.best_step = best
