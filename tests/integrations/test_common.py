@@ -5,11 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from highmark import EarlyStopping
 from highmark.errors import ConfigError
-from highmark.integrations._common import make_stopper, require, scalar_metrics
+from highmark.integrations._common import Session, make_stopper, require, scalar_metrics
 
 
 def test_require_names_the_package_the_version_and_the_extra() -> None:
@@ -50,3 +51,38 @@ def test_importing_the_integrations_package_imports_no_framework() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _session(directory: str, restore_best: bool) -> Session:
+    return Session(
+        directory,
+        framework="test",
+        unit="epoch",
+        stopper=EarlyStopping(patience=5),
+        keep_best=1,
+        keep_last=1,
+        keep_every=None,
+        async_save=False,
+        restore_best=restore_best,
+        resume=False,
+        storage_options=None,
+    )
+
+
+def _fit(session: Session, losses: list[float]) -> None:
+    session.open()
+    for step, loss in enumerate(losses):
+        session.evaluate(step, {"val_loss": loss})
+        session.save(step, {"model": {"w": np.full(2, step, dtype=np.float32)}}, {"val_loss": loss})
+
+
+@pytest.mark.parametrize("restore_best", [True, False])
+def test_end_loads_the_best_model_only_when_asked_and_closes_the_run(
+    tmp_path, restore_best
+) -> None:
+    session = _session(str(tmp_path / "run"), restore_best)
+    _fit(session, [0.5, 0.2, 0.4])
+    loaded: list[dict[str, np.ndarray]] = []
+    assert session.end(loaded.append) == (1 if restore_best else None)
+    assert [m["w"].tolist() for m in loaded] == ([[1.0, 1.0]] if restore_best else [])
+    assert session.manager is None
