@@ -210,6 +210,7 @@ def _run_summary(url: str, storage_options: Mapping[str, Any] | None) -> dict[st
         "best_metrics": best_metrics,
         "status": info.get("status"),
         "stop_reason": info.get("stop_reason"),
+        "stop_cause": info.get("stop_cause"),
         "stop_step": info.get("stop_step"),
         "unit": unit,
         "run_length": info.get("epochs_run" if unit == "epoch" else "steps_run"),

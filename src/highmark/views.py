@@ -156,7 +156,10 @@ def compare_table(data: dict[str, Any]) -> None:
         ("monitor", lambda r: f"{r['monitor']} ({r['mode']})"),
         ("best", lambda r: num(r["best_value"])),
         ("best step", lambda r: num(r["best_step"])),
-        ("status", lambda r: num(r["status"])),
+        (
+            "status",
+            lambda r: num(r["status"]) + (f" ({r['stop_cause']})" if r["stop_cause"] else ""),
+        ),
         ("stop step", lambda r: num(r["stop_step"])),
         ("run / budget", lambda r: f"{num(r['run_length'])} / {num(r['budget'])} {r['unit']}s"),
         ("wall time (s)", lambda r: num(r["wall_time"])),

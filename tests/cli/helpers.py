@@ -74,7 +74,7 @@ def write_run(
             "monitor": "val_loss", "mode": "min", "unit": "epoch", "budget": 10,
             "started": started, "updated": time.time(), "wall_time": 12.5, "status": "stopped",
             "stop_reason": "val_loss did not improve for 3 evaluations",
-            "stop_step": len(losses), "best_step": best + 1,
+            "stop_cause": "patience_exhausted", "stop_step": len(losses), "best_step": best + 1,
             "best_metrics": {"val_loss": losses[best], "val_acc": VAL_ACC[best]},
             "epochs_run": len(losses), "steps_run": len(losses), "policy": {}, "resumed": [],
         })  # fmt: skip

@@ -207,6 +207,7 @@ def test_run_json_and_history_describe_the_run(tmp_path: Path, tiny: Any) -> Non
     assert info is not None
     assert (info["status"], info["best_step"], info["epochs_run"]) == ("stopped", 1, 4)
     assert (info["stop_step"], info["unit"], info["budget"]) == (3, "epoch", 4)
+    assert info["stop_cause"] == "non_finite_metric"
     assert info["policy"]["patience"] == 2
     history = read_history(tmp_path / "r")
     assert [h["step"] for h in history] == [0, 1, 2, 3]

@@ -308,6 +308,7 @@ class Session:
                 "wall_time": now - self.started,
                 "status": "stopped" if es.should_stop and status != "failed" else status,
                 "stop_reason": es.reason,
+                "stop_cause": es.stop_cause.value if es.should_stop else None,
                 "stop_step": es.stopped_step,
                 "best_step": es.best_step,
                 "best_metrics": best_metrics,

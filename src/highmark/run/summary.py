@@ -99,6 +99,13 @@ def summary_text(d: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _stop_cause(stopping: Any) -> str | None:
+    """The stopper's machine-readable stop cause (``StopCause`` value), None when not stopped."""
+    cause = getattr(stopping, "stop_cause", None)
+    value = getattr(cause, "value", cause)
+    return None if value in (None, "not_stopped") else str(value)
+
+
 def run_info(run: Run) -> dict[str, Any]:
     """The content of ``run.json`` (format in docs/design.md)."""
     now = time.time()
@@ -112,6 +119,7 @@ def run_info(run: Run) -> dict[str, Any]:
         "wall_time": run._wall_before + (now - run._started),
         "status": run._status,
         "stop_reason": run.stop_reason,
+        "stop_cause": _stop_cause(run.stopping),
         "stop_step": getattr(run.stopping, "stopped_step", None),
         "best_step": run.stopping.best_step,
         "best_metrics": run._best_metrics,
