@@ -111,6 +111,23 @@ def row(name: str, summary: Mapping[str, Any], *, unit: str = "s", **extra: Any)
     return out
 
 
+def limit_rows(
+    results: Mapping[str, Mapping[str, Any]], nbytes: int, limit_s: float, skip: str
+) -> list[dict[str, Any]]:
+    """Rows with the best throughput and ``limit_over_this_best`` (best limit time / best time
+    of the method; 1.0 = at the limit), for every case whose name does not contain ``skip``."""
+    return [
+        row(
+            name,
+            s,
+            gbps_best=round(gbps(nbytes, s["min"]), 2),
+            limit_over_this_best=round(limit_s / s["min"], 3),
+        )
+        for name, s in results.items()
+        if skip not in name
+    ]
+
+
 def gbps(nbytes: int, seconds: float) -> float:
     """Throughput in GB/s (decimal)."""
     return nbytes / seconds / 1e9 if seconds > 0 else float("inf")

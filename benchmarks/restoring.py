@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import methods
-from benchmarks.harness import Context, gbps, interleaved, progress, remove, row, timed
+from benchmarks.harness import Context, interleaved, limit_rows, progress, remove, row, timed
 from benchmarks.limits import host_buffer, read_into, read_mmap, state_bytes, write_fsync
 from benchmarks.state import tensors_of, touch
 
@@ -154,16 +154,7 @@ def run(ctx: Context) -> dict[str, Any]:
         res["limit: page-cache read (readinto)"]["min"],
         res["limit: page-cache read (mmap + copy)"]["min"],
     )
-    full_rows = [
-        row(
-            name,
-            s,
-            gbps_best=round(gbps(nbytes, s["min"]), 2),
-            limit_over_this_best=round(limit / s["min"], 3),
-        )
-        for name, s in res.items()
-        if "keys=" not in name
-    ]
+    full_rows = limit_rows(res, nbytes, limit, skip="keys=")
     figures: dict[str, Any] = {
         "restore": {
             "title": "Figure 2b - restore of the whole state, warm (page cache)",

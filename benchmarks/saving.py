@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from benchmarks import methods
-from benchmarks.harness import Context, gbps, interleaved, remove, row, summarize, timed
+from benchmarks.harness import Context, interleaved, limit_rows, remove, row, summarize, timed
 from benchmarks.limits import state_bytes, write_fsync
 from benchmarks.state import tensors_of
 
@@ -75,16 +75,7 @@ def run(ctx: Context) -> dict[str, Any]:
     remove(work)
 
     limit = res["limit: write new file + fsync"]
-    rows = [
-        row(
-            name,
-            s,
-            gbps_best=round(gbps(buf.size, s["min"]), 2),
-            limit_over_this_best=round(limit["min"] / s["min"], 3),
-        )
-        for name, s in res.items()
-        if "async" not in name
-    ]
+    rows = limit_rows(res, buf.size, limit["min"], skip="async")
     figures: dict[str, Any] = {
         "save": {
             "title": "Figure 2a - synchronous save of the whole state (fsynced, committed)",
