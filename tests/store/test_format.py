@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import shutil
 import struct
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import xxhash
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
@@ -543,8 +545,6 @@ def test_verify_reports_a_damaged_manifest(storage: Storage) -> None:
 
 def rewrite_manifest(storage: Storage, ckpt: str, change: Any) -> None:
     """Edit a manifest and give it a valid checksum again (what a careful attacker would do)."""
-    import xxhash
-
     rel = f"{ckpt}/{MANIFEST}"
     manifest = json.loads(storage.read_bytes(rel))
     change(manifest)
@@ -556,18 +556,78 @@ def rewrite_manifest(storage: Storage, ckpt: str, change: Any) -> None:
 
 
 def test_newer_format_is_refused_naming_both_versions() -> None:
+    assert FORMAT_VERSION == 2
     storage = MemoryStorage()
     save(storage, {"m": {"w": torch.ones(1)}})
-    rewrite_manifest(storage, CKPT, lambda m: m.update(format=FORMAT_VERSION + 1))
-    with pytest.raises(
-        IncompatibleFormatError, match=rf"format {FORMAT_VERSION + 1}.*format {FORMAT_VERSION}"
-    ):
+    rewrite_manifest(storage, CKPT, lambda m: m.update(format=3))
+    with pytest.raises(IncompatibleFormatError, match=r"format 3.*format 2"):
         read_manifest(storage, CKPT)
+
+
+def test_file_checksum_covers_the_header_and_the_tensor_checksums(local: LocalStorage) -> None:
+    """Format 2: xxh3 of (header bytes + each tensor's xxh3 as 8 big-endian bytes, in order)."""
+    manifest = save(local, {"m": {"a": torch.arange(5.0), "b": torch.zeros(0), "c": torch.ones(3)}})
+    (file,) = manifest["files"]
+    data = local.read_bytes(f"{CKPT}/m.safetensors")
+    expected = xxhash.xxh3_64(data[: file["data_start"]])
+    for t in sorted(file["tensors"], key=lambda t: t["data_offsets"][0]):
+        begin, end = (file["data_start"] + o for o in t["data_offsets"])
+        assert t["xxh3"] == xxhash.xxh3_64_hexdigest(data[begin:end])
+        expected.update(xxhash.xxh3_64_intdigest(data[begin:end]).to_bytes(8, "big"))
+    assert file["xxh3"] == expected.hexdigest()
+
+
+def test_verify_names_the_damaged_tensor(storage: Storage) -> None:
+    save(storage, {"m": {"w": torch.ones(100), "v": torch.zeros(3)}})
+    flip_byte(storage, f"{CKPT}/m.safetensors", 1)
+    ((path, problem),) = verify_checkpoint(storage, CKPT)
+    assert path == f"{CKPT}/m.safetensors"
+    assert problem == "checksum mismatch in tensor 'm.v'"
+
+
+def test_verify_detects_header_damage_that_still_parses(storage: Storage) -> None:
+    save(storage, {"m": {"w": torch.ones(4)}})
+    rel = f"{CKPT}/m.safetensors"
+    data = storage.read_bytes(rel)
+    assert data.count(b'"pt"') == 1
+    storage.remove(rel)
+    storage.write_bytes(rel, data.replace(b'"pt"', b'"pu"'))  # valid header, other metadata
+    assert load(storage)["m"]["w"].tolist() == [1.0] * 4  # tensors are intact
+    ((path, problem),) = verify_checkpoint(storage, CKPT)
+    assert path == rel
+    assert problem.startswith("checksum mismatch (xxh3")
 
 
 def test_format_1_fixture_still_reads() -> None:
     """A tiny checkpoint written by format 1 (tests/store/data/format1) must always read back."""
     storage = LocalStorage(DATA / "format1")
+    assert verify_checkpoint(storage, "step-00000003") == []
+    state = load(storage, "step-00000003")
+    assert state["model"]["w"].tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    assert state["model"]["bf"].dtype == torch.bfloat16
+    assert state["optimizer"]["state"][0]["step"].item() == 3.0
+    assert state["optimizer"]["param_groups"][0]["betas"] == (0.9, 0.999)
+    assert state["rng"].dtype == np.uint32
+    assert math.isnan(state["best"])
+
+
+def test_format_1_fixture_damage_is_still_detected(tmp_path: Path) -> None:
+    """Format 1 files are verified by their whole-file hash, as when they were written."""
+    shutil.copytree(DATA / "format1", tmp_path / "run")
+    storage = LocalStorage(tmp_path / "run")
+    rel = "step-00000003/model.safetensors"
+    data = bytearray(storage.read_bytes(rel))
+    data[-1] ^= 0xFF
+    (tmp_path / "run" / rel).write_bytes(bytes(data))
+    ((path, problem),) = verify_checkpoint(storage, "step-00000003")
+    assert path == rel
+    assert problem.startswith("checksum mismatch (xxh3")
+
+
+def test_format_2_fixture_still_reads() -> None:
+    """A tiny checkpoint written by format 2 (tests/store/data/format2) must always read back."""
+    storage = LocalStorage(DATA / "format2")
+    assert read_manifest(storage, "step-00000003")["format"] == 2
     assert verify_checkpoint(storage, "step-00000003") == []
     state = load(storage, "step-00000003")
     assert state["model"]["w"].tolist() == [[1.0, 2.0], [3.0, 4.0]]

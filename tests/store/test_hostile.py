@@ -333,7 +333,7 @@ def test_numpy_kind_with_a_torch_only_dtype_is_refused() -> None:
 
 def test_newer_format_is_an_incompatible_format_error(storage: Storage) -> None:
     rewrite_manifest(storage, lambda m: m.update(format=99))
-    with pytest.raises(IncompatibleFormatError, match=r"format 99.*format 1"):
+    with pytest.raises(IncompatibleFormatError, match=r"format 99.*format 2"):
         read_manifest(storage, CKPT)
     ((path, problem),) = verify_checkpoint(storage, CKPT)
     assert path == f"{CKPT}/{MANIFEST}"

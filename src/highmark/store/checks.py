@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -28,12 +28,13 @@ __all__ = [
     "Header",
     "canonical",
     "check_header",
+    "file_digest",
     "hex64",
     "read_header",
     "validate_manifest",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a file's xxh3 is derived from its header and tensor digests (file_digest)
 MAX_HEADER = 100 << 20  # the limit safetensors itself applies
 _HEX16 = re.compile(r"^[0-9a-f]{16}$")
 _ST_BITS = {d.st: d.st_bits for d in DTYPES.values() if d.st is not None}
@@ -42,6 +43,19 @@ _ST_BITS = {d.st: d.st_bits for d in DTYPES.values() if d.st is not None}
 def hex64(digest: int) -> str:
     """An xxh3-64 digest as 16 hex digits."""
     return f"{digest:016x}"
+
+
+def file_digest(header: bytes, tensor_digests: Sequence[int]) -> str:
+    """A file's xxh3-64 in manifest format 2: over its header, then its tensors' digests.
+
+    ``header`` is the file's bytes before its data (length prefix included); ``tensor_digests``
+    are the xxh3-64 of each tensor's bytes in data-offset order, each as 8 big-endian bytes. Every
+    data byte is hashed once (per tensor), yet a change anywhere in the file changes this digest.
+    (Format 1 hashed the whole file a second time.)
+    """
+    hasher = xxhash.xxh3_64(header)
+    hasher.update(b"".join(d.to_bytes(8, "big") for d in tensor_digests))
+    return hex64(hasher.intdigest())
 
 
 def canonical(manifest: Mapping[str, Any]) -> bytes:

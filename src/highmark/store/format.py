@@ -6,7 +6,9 @@ A checkpoint directory holds one safetensors file per top-level key of the state
 ``safetensors.torch.load_file`` reads them without highmark. ``manifest.json`` holds the tree's
 skeleton and JSON leaves, step, metrics, metadata, and per file its size, data start and xxh3-64
 checksum, and per tensor its true dtype, shape, data offsets, xxh3-64 and kind (torch/numpy). The
-manifest carries a checksum of itself.
+manifest carries a checksum of itself. Since format 2 a file's checksum is derived from its header
+and its tensors' checksums (:func:`~highmark.store.checks.file_digest`), so every byte is hashed
+once; format 1 (a second hash over the whole file) is still read and verified.
 
 Writing streams from the live tensors, tensor by tensor (a non-contiguous or device tensor is
 copied in blocks of 1/16 of the state, between 1 and 16 MiB), hashing as it goes; the layout of
@@ -43,6 +45,7 @@ from highmark.store.checks import (
     FORMAT_VERSION,
     canonical,
     check_header,
+    file_digest,
     hex64,
     read_header,
     validate_manifest,
@@ -139,8 +142,8 @@ def write_checkpoint(
     block = min(max(total // 16, _COPY_BLOCK[0]), _COPY_BLOCK[1])
     for plan in plans:
         rel = _rel(ckpt_dir, plan.name)
-        file_hash = xxhash.xxh3_64(plan.header)
         tensors = []
+        digests = []
         with storage.open_write(rel) as f:
             f.write(plan.header)
             for e in plan.entries:
@@ -149,7 +152,6 @@ def write_checkpoint(
                 for chunk in e.codec.chunks(e.leaf, block):
                     f.write(chunk)
                     hasher.update(chunk)
-                    file_hash.update(chunk)
                     written += len(chunk)
                     del chunk  # let a copied block go before the next one is made
                 if written != e.nbytes:
@@ -164,15 +166,16 @@ def write_checkpoint(
                         "dtype": e.dtype.name,
                         "shape": list(e.shape),
                         "data_offsets": [e.begin, e.begin + e.nbytes],
-                        "xxh3": hasher.hexdigest(),
+                        "xxh3": hex64(hasher.intdigest()),
                     }
                 )
+                digests.append(hasher.intdigest())
         files.append(
             {
                 "name": plan.name,
                 "size": plan.size,
                 "data_start": len(plan.header),
-                "xxh3": file_hash.hexdigest(),
+                "xxh3": file_digest(plan.header, digests),
                 "tensors": tensors,
             }
         )
@@ -350,7 +353,14 @@ def _problem(exc: CorruptCheckpointError) -> str:
     return text[len(exc.path) + 2 :] if text.startswith(f"{exc.path}: ") else text
 
 
+def _read_all(f: BinaryIO, n: int, rel: str) -> bytes:
+    data = bytearray(n)
+    _readinto(f, 0, memoryview(data), rel)
+    return bytes(data)
+
+
 def _file_hash(f: BinaryIO, size: int) -> str:
+    """Format 1: the xxh3-64 of the whole file."""
     hasher = xxhash.xxh3_64()
     buf = bytearray(min(_HASH_BLOCK, max(size, 1)))
     view = memoryview(buf)
@@ -363,13 +373,41 @@ def _file_hash(f: BinaryIO, size: int) -> str:
     return hasher.hexdigest()
 
 
+def _tensor_digests(f: BinaryIO, data_start: int, ends: Sequence[int], rel: str) -> list[int]:
+    """The xxh3-64 of each tensor (contiguous, ending at ``ends``), reading each byte once."""
+    total = ends[-1] if ends else 0
+    view = memoryview(bytearray(min(_HASH_BLOCK, max(total, 1))))
+    hasher = xxhash.xxh3_64()
+    digests: list[int] = []
+    pos = 0
+    while len(digests) < len(ends) and ends[len(digests)] == pos:  # leading empty tensors
+        digests.append(hasher.intdigest())
+    f.seek(data_start)
+    while pos < total:
+        n = cast(Any, f).readinto(view[: min(len(view), total - pos)])
+        if not n:
+            raise CorruptCheckpointError(rel, "file is truncated")
+        chunk = view[:n]
+        while len(chunk):
+            take = min(len(chunk), ends[len(digests)] - pos)
+            hasher.update(chunk[:take])
+            chunk = chunk[take:]
+            pos += take
+            while len(digests) < len(ends) and ends[len(digests)] == pos:
+                digests.append(hasher.intdigest())
+                hasher.reset()
+    return digests
+
+
 def verify_checkpoint(
     storage: Storage, ckpt_dir: str, manifest: Mapping[str, Any] | None = None
 ) -> list[tuple[str, str]]:
     """Check a checkpoint's manifest and files; returns every ``(relpath, problem)`` found.
 
-    Checks for each file: present, size, header valid and matching the manifest, xxh3-64 of the
-    whole file. Never raises for damage (an empty list means intact).
+    Checks for each file: present, size, header valid and matching the manifest, and its xxh3-64:
+    in format 2 each tensor's, then the file's derived from them and the header (each byte read and
+    hashed once); in format 1 the whole file's. Never raises for damage (an empty list means
+    intact).
     """
     if manifest is None:
         try:
@@ -382,7 +420,7 @@ def verify_checkpoint(
     for file in manifest["files"]:
         rel = _rel(ckpt_dir, file["name"])
         try:
-            problem = _verify_file(storage, rel, file)
+            problem = _verify_file(storage, rel, file, manifest["format"])
         except CorruptCheckpointError as exc:
             problem = _problem(exc)
         except OSError as exc:
@@ -392,7 +430,7 @@ def verify_checkpoint(
     return problems
 
 
-def _verify_file(storage: Storage, rel: str, file: Mapping[str, Any]) -> str | None:
+def _verify_file(storage: Storage, rel: str, file: Mapping[str, Any], version: int) -> str | None:
     try:
         size = storage.size(rel)
     except FileNotFoundError:
@@ -400,8 +438,18 @@ def _verify_file(storage: Storage, rel: str, file: Mapping[str, Any]) -> str | N
     if size != file["size"]:
         return f"size is {size} bytes, the manifest says {file['size']}"
     with _open(storage, rel) as f:
-        check_header(read_header(f, size, rel), file, rel)
-        digest = _file_hash(f, size)
+        header = read_header(f, size, rel)
+        check_header(header, file, rel)
+        if version == 1:
+            digest = _file_hash(f, size)
+        else:
+            tensors = sorted(file["tensors"], key=lambda t: int(t["data_offsets"][0]))
+            ends = [int(t["data_offsets"][1]) for t in tensors]
+            digests = _tensor_digests(f, header.data_start, ends, rel)
+            for t, d in zip(tensors, digests, strict=True):
+                if hex64(d) != t["xxh3"]:
+                    return f"checksum mismatch in tensor {t['name']!r}"
+            digest = file_digest(_read_all(f, header.data_start, rel), digests)
     if digest != file["xxh3"]:
         return f"checksum mismatch (xxh3 {digest}, the manifest says {file['xxh3']})"
     return None
