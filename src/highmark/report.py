@@ -22,6 +22,7 @@ from typing import Any
 from highmark.__about__ import __version__
 from highmark.replay import ReplayResult
 from highmark.replay.curves import Curve, curve_from_records
+from highmark.units import size
 
 __all__ = ["RunData", "load_run", "render_curves", "render_html", "replay_plot", "write_report"]
 
@@ -189,15 +190,6 @@ def _cell(value: Any, cls: str = "") -> str:
     return f"<td{attr}>{html.escape(text)}</td>"
 
 
-def _size(n: Any) -> str:
-    size = float(n or 0)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"  # pragma: no cover
-
-
 def _when(ts: Any) -> str:
     if not isinstance(ts, (int, float)):
         return "-"
@@ -220,7 +212,7 @@ def _summary_table(runs: Sequence[RunData]) -> str:
             _cell(run.name, "l"), _cell(key, "l"), _cell(info.get("status"), "l"), _cell(best),
             _cell(best_value), _cell(run.stop_step), _cell(info.get("stop_reason"), "l"),
             _cell(budget), _cell(float(wall) if wall is not None else None),
-            _cell(len(run.checkpoints)), _cell(_size(sum(c["size"] for c in run.checkpoints))),
+            _cell(len(run.checkpoints)), _cell(size(sum(c["size"] for c in run.checkpoints))),
         ]  # fmt: skip
         rows.append("<tr>" + "".join(cells) + "</tr>")
     header = "".join(f'<th class="l">{html.escape(h)}</th>' for h in head)
@@ -241,7 +233,7 @@ def _checkpoint_table(run: RunData) -> str:
         kept = c.get("kept_by")
         kept_text = ", ".join(kept) if isinstance(kept, (list, tuple)) else kept
         cells = [_cell(c["step"])] + [_cell(c["metrics"].get(k)) for k in names]
-        cells += [_cell(_size(c["size"])), _cell(_when(c["created"])), _cell(flags, "l")]
+        cells += [_cell(size(c["size"])), _cell(_when(c["created"])), _cell(flags, "l")]
         cells.append(_cell(kept_text, "l"))
         cls = ' class="best"' if c["is_best"] else ""
         rows.append(f"<tr{cls}>" + "".join(cells) + "</tr>")

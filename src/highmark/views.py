@@ -12,6 +12,8 @@ import textwrap
 from collections.abc import Callable
 from typing import Any
 
+from highmark.units import size
+
 __all__ = [
     "age",
     "compare_table",
@@ -45,15 +47,6 @@ def _table(title: str, columns: list[str], left: set[str]) -> Any:
     for col in columns:
         table.add_column(col, justify="left" if col in left else "right", overflow="fold")
     return table
-
-
-def size(n: float) -> str:
-    """A byte count for people: ``5.7 KiB``."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"  # pragma: no cover
 
 
 def age(seconds: float) -> str:

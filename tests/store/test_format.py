@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 
 from highmark.errors import ConfigError, CorruptCheckpointError, IncompatibleFormatError
 from highmark.store.backend import LocalStorage, MemoryStorage, Storage
+from highmark.store.checks import canonical, hex64
 from highmark.store.format import (
     FORMAT_VERSION,
     MANIFEST,
@@ -548,9 +549,7 @@ def rewrite_manifest(storage: Storage, ckpt: str, change: Any) -> None:
     rel = f"{ckpt}/{MANIFEST}"
     manifest = json.loads(storage.read_bytes(rel))
     change(manifest)
-    manifest.pop("checksum", None)
-    canonical = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
-    manifest["checksum"] = f"{xxhash.xxh3_64_intdigest(canonical):016x}"
+    manifest["checksum"] = hex64(xxhash.xxh3_64_intdigest(canonical(manifest)))
     storage.remove(rel)
     storage.write_bytes(rel, json.dumps(manifest).encode())
 

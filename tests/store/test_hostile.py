@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from highmark.errors import CorruptCheckpointError, IncompatibleFormatError
 from highmark.store.backend import LocalStorage, MemoryStorage, Storage
+from highmark.store.checks import canonical, hex64
 from highmark.store.format import (
     MANIFEST,
     read_checkpoint,
@@ -60,9 +61,7 @@ def rewrite_manifest(storage: Storage, change: Callable[[dict[str, Any]], None])
     rel = f"{CKPT}/{MANIFEST}"
     manifest = json.loads(storage.read_bytes(rel))
     change(manifest)
-    manifest.pop("checksum", None)
-    canonical = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
-    manifest["checksum"] = f"{xxhash.xxh3_64_intdigest(canonical):016x}"
+    manifest["checksum"] = hex64(xxhash.xxh3_64_intdigest(canonical(manifest)))
     storage.remove(rel)
     storage.write_bytes(rel, json.dumps(manifest).encode())
 
