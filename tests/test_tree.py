@@ -314,3 +314,10 @@ def test_arbitrary_trees_round_trip_exactly(tree: Any) -> None:
     flat = flatten_unless_colliding(tree)
     if flat is not None:
         assert_same(unflatten(json.loads(json.dumps(flat.skeleton)), flat.tensors), tree)
+
+
+def test_flatten_records_each_tensor_kind_as_the_skeleton_says() -> None:
+    state = {"m": {"w": np.ones(2)}, "opt": [np.zeros(3), 1.5], "s": np.float32(2.0)}
+    flat = flatten(state)
+    assert flat.kinds == {"m.w": "numpy", "opt.0": "numpy", "s": "numpy"}
+    assert flat.tensor_kinds() == tensor_kinds(flat.skeleton)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -61,6 +61,11 @@ class FlatTree:
 
     tensors: dict[str, Any]
     skeleton: Any
+    kinds: dict[str, str] = field(default_factory=dict)  #: key path -> "torch" | "numpy"
+
+    def tensor_kinds(self) -> dict[str, str]:
+        """Key path -> codec kind of every tensor (recorded by :func:`flatten`, else derived)."""
+        return self.kinds if len(self.kinds) == len(self.tensors) else tensor_kinds(self.skeleton)
 
 
 def _join(prefix: str, key: str | int) -> str:
@@ -79,6 +84,7 @@ def flatten(tree: Any) -> FlatTree:
             a key path that two entries of the tree share.
     """
     tensors: dict[str, Any] = {}
+    kinds: dict[str, str] = {}
     seen: set[str] = set()
     open_containers: set[int] = set()  # ids of the containers being walked: a cycle check
 
@@ -132,12 +138,14 @@ def flatten(tree: Any) -> FlatTree:
             arr = np.asarray(node)
             _NUMPY.describe(arr, path)
             tensors[path] = arr
+            kinds[path] = "numpy"
             return {"tensor": "numpy", "scalar": True}
         module = kind.__module__.partition(".")[0]
         if has_codec(module):
             codec = codec_for_kind(module)
             codec.describe(node, path)
             tensors[path] = node
+            kinds[path] = codec.kind
             return {"tensor": codec.kind}
         raise UnsupportedStateError(
             path,
@@ -146,7 +154,7 @@ def flatten(tree: Any) -> FlatTree:
         )
 
     skeleton = walk(tree, "")
-    return FlatTree(tensors=tensors, skeleton=skeleton)
+    return FlatTree(tensors=tensors, skeleton=skeleton, kinds=kinds)
 
 
 def _utf8(text: str) -> bool:

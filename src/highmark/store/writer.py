@@ -20,7 +20,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from highmark.tree import FlatTree, codec_for_kind, tensor_kinds
+from highmark.tree import FlatTree, codec_for_kind
 
 __all__ = ["AsyncWriter", "HostSnapshot", "add_note"]
 
@@ -176,7 +176,7 @@ class HostSnapshot:
 
     def copy(self, flat: FlatTree) -> FlatTree:
         """Returns a FlatTree with the same skeleton whose tensors are host copies."""
-        kinds = tensor_kinds(flat.skeleton)
+        kinds = flat.tensor_kinds()
         out: dict[str, Any] = {}
         for name, leaf in flat.tensors.items():
             codec = codec_for_kind(kinds[name])
@@ -199,4 +199,4 @@ class HostSnapshot:
             out[name] = buf
         for name in set(self._buffers) - set(flat.tensors):
             del self._buffers[name]
-        return FlatTree(tensors=out, skeleton=flat.skeleton)
+        return FlatTree(tensors=out, skeleton=flat.skeleton, kinds=kinds)
