@@ -597,17 +597,21 @@ def test_verify_detects_header_damage_that_still_parses(storage: Storage) -> Non
     assert problem.startswith("checksum mismatch (xxh3")
 
 
-def test_format_1_fixture_still_reads() -> None:
-    """A tiny checkpoint written by format 1 (tests/store/data/format1) must always read back."""
-    storage = LocalStorage(DATA / "format1")
-    assert verify_checkpoint(storage, "step-00000003") == []
-    state = load(storage, "step-00000003")
+def assert_fixture_state(state: Any) -> None:
+    """The state every format fixture holds (written from the same tree)."""
     assert state["model"]["w"].tolist() == [[1.0, 2.0], [3.0, 4.0]]
     assert state["model"]["bf"].dtype == torch.bfloat16
     assert state["optimizer"]["state"][0]["step"].item() == 3.0
     assert state["optimizer"]["param_groups"][0]["betas"] == (0.9, 0.999)
     assert state["rng"].dtype == np.uint32
     assert math.isnan(state["best"])
+
+
+def test_format_1_fixture_still_reads() -> None:
+    """A tiny checkpoint written by format 1 (tests/store/data/format1) must always read back."""
+    storage = LocalStorage(DATA / "format1")
+    assert verify_checkpoint(storage, "step-00000003") == []
+    assert_fixture_state(load(storage, "step-00000003"))
 
 
 def test_format_1_fixture_damage_is_still_detected(tmp_path: Path) -> None:
@@ -628,13 +632,7 @@ def test_format_2_fixture_still_reads() -> None:
     storage = LocalStorage(DATA / "format2")
     assert read_manifest(storage, "step-00000003")["format"] == 2
     assert verify_checkpoint(storage, "step-00000003") == []
-    state = load(storage, "step-00000003")
-    assert state["model"]["w"].tolist() == [[1.0, 2.0], [3.0, 4.0]]
-    assert state["model"]["bf"].dtype == torch.bfloat16
-    assert state["optimizer"]["state"][0]["step"].item() == 3.0
-    assert state["optimizer"]["param_groups"][0]["betas"] == (0.9, 0.999)
-    assert state["rng"].dtype == np.uint32
-    assert math.isnan(state["best"])
+    assert_fixture_state(load(storage, "step-00000003"))
 
 
 small_arrays = st.builds(
