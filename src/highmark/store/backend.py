@@ -25,6 +25,7 @@ from contextlib import AbstractContextManager
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from highmark.errors import ConfigError, CorruptCheckpointError, LockedError
+from highmark.store.streaming import StreamingFile
 
 if TYPE_CHECKING:
     from highmark.store.objectstore import FsspecStorage, MemoryStorage
@@ -210,10 +211,9 @@ class LocalStorage:
         """Open ``rel`` for a sequential write; fsync on clean exit, remove the file on error."""
         path = self._path(rel)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        f = open(path, "wb")  # noqa: SIM115
+        f = StreamingFile(path)  # the disk starts writing while the caller still writes
         try:
             yield f
-            f.flush()
             os.fsync(f.fileno())
         except BaseException:
             f.close()
