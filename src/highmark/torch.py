@@ -12,7 +12,7 @@ import logging
 import random
 import warnings
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -96,6 +96,26 @@ def _bytes_of(t: torch.Tensor) -> torch.Tensor:
     return t.as_strided((t.numel(),), (1,)).view(torch.uint8)
 
 
+# dtypes numpy shares with torch: their tensors' memory is viewed through numpy directly (3x
+# cheaper per tensor than a reinterpreting view, which matters for states of many small tensors).
+_NUMPY_VIEWABLE = frozenset(
+    {
+        torch.float64, torch.float32, torch.float16, torch.int64, torch.int32, torch.int16,
+        torch.int8, torch.uint8, torch.bool,
+    }
+)  # fmt: skip
+
+
+def _host_bytes(t: torch.Tensor) -> memoryview:
+    """A byte view of a contiguous CPU tensor without autograd, conjugate or negative bits."""
+    if t.dtype in _NUMPY_VIEWABLE:
+        try:
+            return memoryview(cast(Any, t.numpy())).cast("B")
+        except (TypeError, ValueError):  # e.g. odd strides on size-1 dims
+            pass
+    return _bytes_of(t).numpy().data
+
+
 def byte_view(t: torch.Tensor) -> memoryview:
     """A zero-copy byte view of a contiguous CPU tensor (for streaming writes).
 
@@ -105,7 +125,7 @@ def byte_view(t: torch.Tensor) -> memoryview:
     t = _plain(t)
     if t.device.type != "cpu" or not t.is_contiguous():
         raise ValueError("byte_view needs a contiguous CPU tensor")
-    return _bytes_of(t).numpy().data
+    return _host_bytes(t)
 
 
 def writable_byte_view(t: torch.Tensor) -> memoryview | None:
@@ -114,9 +134,9 @@ def writable_byte_view(t: torch.Tensor) -> memoryview | None:
     None is returned for tensors that are not contiguous CPU memory, or that carry a conjugate or
     negative bit (their memory does not hold their values).
     """
-    if t.device.type != "cpu" or not t.is_contiguous() or t.is_conj() or t.is_neg():
+    if t.is_conj() or t.is_neg() or t.device.type != "cpu" or not t.is_contiguous():
         return None
-    return _bytes_of(t.detach()).numpy().data
+    return _host_bytes(t.detach())
 
 
 @contextlib.contextmanager
@@ -164,7 +184,7 @@ class TorchCodec:
         if t.numel() == 0:
             return
         if t.device.type == "cpu" and t.is_contiguous() and not (t.is_conj() or t.is_neg()):
-            yield _bytes_of(t).numpy().data
+            yield _host_bytes(t)
             return
         yield from self._blocks(t, max_bytes)
 

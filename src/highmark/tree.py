@@ -76,8 +76,11 @@ def _type_name(value: Any) -> str:
     return f"{type(value).__module__}.{type(value).__qualname__}"
 
 
-def flatten(tree: Any) -> FlatTree:
+def flatten(tree: Any, *, describe: bool = True) -> FlatTree:
     """Split a state tree into its tensors (by key path) and a JSON skeleton.
+
+    ``describe=False`` skips checking that each tensor leaf is storable (its dtype, layout), for
+    a caller that describes the leaves itself (a restore comparing them with the checkpoint's).
 
     Raises:
         UnsupportedStateError: naming the key path of the first value that cannot be stored, or of
@@ -136,14 +139,16 @@ def flatten(tree: Any) -> FlatTree:
     def leaf(node: Any, kind: type, path: str) -> Any:
         if isinstance(node, np.generic):
             arr = np.asarray(node)
-            _NUMPY.describe(arr, path)
+            if describe:
+                _NUMPY.describe(arr, path)
             tensors[path] = arr
             kinds[path] = "numpy"
             return {"tensor": "numpy", "scalar": True}
         module = kind.__module__.partition(".")[0]
         if has_codec(module):
             codec = codec_for_kind(module)
-            codec.describe(node, path)
+            if describe:
+                codec.describe(node, path)
             tensors[path] = node
             kinds[path] = codec.kind
             return {"tensor": codec.kind}

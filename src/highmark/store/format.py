@@ -23,6 +23,7 @@ the existing tensors' memory. Elsewhere, the needed byte ranges are read with se
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -43,6 +44,7 @@ from highmark.errors import (
 from highmark.store.backend import Storage
 from highmark.store.checks import (
     FORMAT_VERSION,
+    MAX_HEADER,
     canonical,
     check_header,
     file_digest,
@@ -51,6 +53,7 @@ from highmark.store.checks import (
     validate_manifest,
 )
 from highmark.store.layout import plan_files
+from highmark.store.reader import ReadJob, read_all
 from highmark.tree import (
     FlatTree,
     LeafCodec,
@@ -243,7 +246,7 @@ def _targets(into: Any, keys: Sequence[str] | None) -> dict[str, tuple[Any, Leaf
     """The tensors of ``into`` by key path in the restored tree, with their codecs."""
     if into is None:
         return {}
-    flat = flatten(into)
+    flat = flatten(into, describe=False)  # each target is described when it is read into
     kinds = flat.tensor_kinds()
     found = {p: (leaf, codec_for_kind(kinds[p])) for p, leaf in flat.tensors.items()}
     if keys is not None and len(keys) == 1:
@@ -277,73 +280,124 @@ def read_checkpoint(
     skeleton = manifest["skeleton"]
     if keys is not None:
         skeleton = select(skeleton, keys)
-    kinds = tensor_kinds(skeleton)
+        kinds = tensor_kinds(skeleton)
+    else:  # the validated manifest's files list exactly the skeleton's tensors
+        kinds = {t["name"]: t["kind"] for f in manifest["files"] for t in f["tensors"]}
     targets = _targets(into, keys)
     extra = sorted(set(targets) - set(kinds))
     if extra:
         hint = "" if keys else " (to fill a subtree such as model.state_dict(), pass keys=[...])"
         raise ConfigError(f"`into` has tensors the checkpoint does not hold: {extra[:10]}{hint}")
     out: dict[str, Any] = {}
-    for file in manifest["files"]:
-        wanted = [t for t in file["tensors"] if t["name"] in kinds]
-        if wanted:
-            _read_file(storage, _rel(ckpt_dir, file["name"]), file, wanted, targets, verify, out)
+    jobs: list[ReadJob] = []
+    with contextlib.ExitStack() as files:  # open until every planned read is done
+        for file in manifest["files"]:
+            wanted = [t for t in file["tensors"] if t["name"] in kinds]
+            if wanted:
+                rel = _rel(ckpt_dir, file["name"])
+                f = files.enter_context(_open_checked(storage, rel, file))
+                start = _data_start(f, rel, file, manifest["format"] if verify else 1)
+                _plan_reads(f, rel, start, file, wanted, targets, verify, out, jobs)
+        read_all(jobs)
     return unflatten(skeleton, out)
 
 
-def _read_file(
-    storage: Storage,
-    rel: str,
-    file: Mapping[str, Any],
-    wanted: list[dict[str, Any]],
-    targets: Mapping[str, tuple[Any, LeafCodec]],
-    verify: bool,
-    out: dict[str, Any],
-) -> None:
+def _nbytes(t: Mapping[str, Any]) -> int:
+    return int(t["data_offsets"][1]) - int(t["data_offsets"][0])
+
+
+def _open_checked(storage: Storage, rel: str, file: Mapping[str, Any]) -> BinaryIO:
+    """Opens one of a checkpoint's files after checking that its size is the manifest's."""
     try:
         size = storage.size(rel)
     except FileNotFoundError:
         raise CorruptCheckpointError(rel, "file is missing") from None
     if size != file["size"]:
         raise CorruptCheckpointError(rel, f"size is {size} bytes, the manifest says {file['size']}")
-    with _open(storage, rel) as f:
-        header = read_header(f, size, rel)
-        check_header(header, file, rel)
-        mapped: memoryview | None = None
-        can_map = isinstance(f, io.FileIO)
-        for t in sorted(wanted, key=lambda t: int(t["data_offsets"][0])):
-            name, dtype, shape = t["name"], t["dtype"], tuple(t["shape"])
-            start = header.data_start + t["data_offsets"][0]
-            nbytes = t["data_offsets"][1] - t["data_offsets"][0]
-            dest, codec = targets.get(name, (None, codec_for_kind(t["kind"])))
-            if mapped is None and can_map and dest is None and nbytes:
-                try:
-                    mapped = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY))
-                except (OSError, ValueError):  # a filesystem without mmap: read instead
-                    can_map = False
-            if mapped is not None and dest is None and nbytes:
-                # Local file, new tensor: a copy-on-write view of the mapped file (zero copy;
-                # only the pages of the tensors read are touched).
-                window = mapped[start : start + nbytes]
-                _check_tensor(window, t, rel, verify)
-                out[name] = codec.from_buffer(window, dtype, shape)
-                continue
-            if dest is not None:
-                have = codec.describe(dest, name)
-                if have != (dtype, shape):
-                    raise ConfigError(
-                        f"{name}: the checkpoint holds {dtype}{list(shape)}, "
-                        f"`into` has {have[0]}{list(have[1])}"
-                    )
-            direct = None if dest is None else codec.writable_bytes(dest)
-            leaf = dest if direct is not None else codec.empty(dtype, shape)
-            view = direct if direct is not None else codec.writable_bytes(leaf)
-            assert view is not None
-            _readinto(f, start, view, rel)
-            _check_tensor(view, t, rel, verify)
-            if dest is not None and leaf is not dest:
-                codec.assign(dest, leaf)
-            out[name] = dest if dest is not None else leaf
+    return _open(storage, rel)
+
+
+def _data_start(f: BinaryIO, rel: str, file: Mapping[str, Any], version: int) -> int:
+    """Checks that the file's header is the one the manifest describes; returns its data start.
+
+    Since format 2 the header's bytes are checked, unparsed, against the file's checksum in the
+    manifest (which covers the header and the tensors' checksums, both known here). Format 1 has
+    no such checksum, and an unverified restore (``version`` 1 is passed) accepts any header
+    that means the same: the header is parsed, validated and compared with the manifest.
+    """
+    if version >= 2:
+        n = int(file["data_start"])
+        tensors = sorted(file["tensors"], key=lambda t: int(t["data_offsets"][0]))
+        end = int(tensors[-1]["data_offsets"][1]) if tensors else 0
+        if 8 <= n <= MAX_HEADER + 8 and n + end == file["size"]:
+            try:
+                head = _read_all(f, n, rel)
+            except CorruptCheckpointError:
+                head = b""
+            if file_digest(head, [int(t["xxh3"], 16) for t in tensors]) == file["xxh3"]:
+                return n
+    header = read_header(f, file["size"], rel)  # what is wrong with it, precisely
+    check_header(header, file, rel)
+    if version >= 2:
+        raise CorruptCheckpointError(rel, "header does not match the manifest (it was changed)")
+    return header.data_start
+
+
+def _plan_reads(
+    f: BinaryIO,
+    rel: str,
+    data_start: int,
+    file: Mapping[str, Any],
+    wanted: list[dict[str, Any]],
+    targets: Mapping[str, tuple[Any, LeafCodec]],
+    verify: bool,
+    out: dict[str, Any],
+    jobs: list[ReadJob],
+) -> None:
+    """Fills ``out`` with the file's wanted tensors: mapped ones at once, read ones as ``jobs``.
+
+    A tensor read into ``into``'s memory, or into a new tensor, becomes a :class:`ReadJob`
+    (read and checked afterwards, in parallel, by :func:`read_all`); one that must be assigned
+    (``into`` holds a non-contiguous or device tensor) is read and checked here, before it
+    reaches ``into``.
+    """
+    mapped: memoryview | None = None
+    can_map = isinstance(f, io.FileIO)
+    for t in sorted(wanted, key=lambda t: int(t["data_offsets"][0])):
+        name, dtype, shape = t["name"], t["dtype"], tuple(t["shape"])
+        start = data_start + t["data_offsets"][0]
+        nbytes = _nbytes(t)
+        dest, codec = targets.get(name, (None, codec_for_kind(t["kind"])))
+        if mapped is None and can_map and dest is None and nbytes:
+            try:
+                mapped = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY))
+            except (OSError, ValueError):  # a filesystem without mmap: read instead
+                can_map = False
+        if mapped is not None and dest is None and nbytes:
+            # Local file, new tensor: a copy-on-write view of the mapped file (zero copy;
+            # only the pages of the tensors read are touched).
+            window = mapped[start : start + nbytes]
+            _check_tensor(window, t, rel, verify)
+            out[name] = codec.from_buffer(window, dtype, shape)
+            continue
+        if dest is not None:
+            have = codec.describe(dest, name)
+            if have != (dtype, shape):
+                raise ConfigError(
+                    f"{name}: the checkpoint holds {dtype}{list(shape)}, "
+                    f"`into` has {have[0]}{list(have[1])}"
+                )
+        direct = None if dest is None else codec.writable_bytes(dest)
+        leaf = dest if direct is not None else codec.empty(dtype, shape)
+        view = direct if direct is not None else codec.writable_bytes(leaf)
+        assert view is not None
+        out[name] = dest if dest is not None else leaf
+        if dest is None or leaf is dest:
+            jobs.append(ReadJob(f, rel, start, view, name, t["xxh3"] if verify else None))
+            continue
+        _readinto(f, start, view, rel)
+        _check_tensor(view, t, rel, verify)  # before the bytes reach `dest`
+        codec.assign(dest, leaf)
 
 
 def _check_tensor(view: memoryview, t: Mapping[str, Any], rel: str, verify: bool) -> None:

@@ -1,0 +1,97 @@
+"""read_all: positional reads on several threads, each tensor checked as it lands."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import pytest
+import xxhash
+
+from highmark.errors import CorruptCheckpointError
+from highmark.store import reader
+from highmark.store.reader import ReadJob, read_all
+
+SIZES = [5 << 20, 3, 0, 7 << 20, 1 << 20, 6 << 20 | 12345]  # 19+ MiB: more than one thread
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> tuple[Path, bytes]:
+    payload = np.random.default_rng(0).integers(0, 256, sum(SIZES), dtype=np.uint8).tobytes()
+    path = tmp_path / "blob.bin"
+    path.write_bytes(b"HEAD" + payload)
+    return path, payload
+
+
+def jobs_for(f: BinaryIO, payload: bytes, verify: bool = True) -> tuple[list[ReadJob], list]:
+    jobs, buffers, pos = [], [], 0
+    for i, n in enumerate(SIZES):
+        buf = np.empty(n, dtype=np.uint8)
+        digest = xxhash.xxh3_64_hexdigest(payload[pos : pos + n]) if verify else None
+        jobs.append(ReadJob(f, "blob.bin", 4 + pos, buf.data, f"t{i}", digest))
+        buffers.append(buf)
+        pos += n
+    return jobs, buffers
+
+
+def test_every_tensor_is_filled_with_its_bytes_across_threads(data, monkeypatch) -> None:
+    path, payload = data
+    started = []
+    real_thread = reader.threading.Thread
+
+    def counting_thread(*args, **kwargs):
+        started.append(kwargs.get("name"))
+        return real_thread(*args, **kwargs)
+
+    monkeypatch.setattr(reader.threading, "Thread", counting_thread)  # counts, does not fake
+    with open(path, "rb", buffering=0) as f:
+        jobs, buffers = jobs_for(f, payload)
+        read_all(jobs)
+    assert b"".join(b.tobytes() for b in buffers) == payload
+    if len(os.sched_getaffinity(0)) > 1:
+        assert started  # the later jobs were read by a helper thread
+
+
+def test_a_mismatch_in_a_helper_threads_group_names_its_tensor(data) -> None:
+    path, payload = data
+    with open(path, "rb", buffering=0) as f:
+        jobs, _ = jobs_for(f, payload)
+        jobs[5].xxh3 = "0" * 16  # the last job: read by the last thread
+        with pytest.raises(CorruptCheckpointError, match="checksum mismatch in tensor 't5'"):
+            read_all(jobs)
+
+
+def test_the_first_failing_job_in_order_is_the_one_raised(data) -> None:
+    path, payload = data
+    with open(path, "rb", buffering=0) as f:
+        jobs, _ = jobs_for(f, payload)
+        jobs[0].xxh3 = jobs[5].xxh3 = "0" * 16
+        with pytest.raises(CorruptCheckpointError, match="'t0'"):
+            read_all(jobs)
+
+
+def test_a_truncated_file_is_reported_not_left_half_read(data) -> None:
+    path, payload = data
+    with open(path, "rb", buffering=0) as f:
+        jobs, _ = jobs_for(f, payload)
+        os.truncate(path, 4 + sum(SIZES) - 100)
+        with pytest.raises(CorruptCheckpointError, match=r"blob\.bin: file is truncated"):
+            read_all(jobs)
+
+
+def test_unverified_jobs_are_read_without_hashing(data) -> None:
+    path, payload = data
+    with open(path, "rb", buffering=0) as f:
+        jobs, buffers = jobs_for(f, payload, verify=False)
+        read_all(jobs)
+    assert b"".join(b.tobytes() for b in buffers) == payload
+
+
+def test_a_buffered_file_is_read_by_the_callers_thread_with_seek(data) -> None:
+    path, payload = data
+    with open(path, "rb") as f:  # not a raw FileIO: no positional reads, one thread
+        jobs, buffers = jobs_for(f, payload)
+        read_all(jobs)
+    assert b"".join(b.tobytes() for b in buffers) == payload
