@@ -11,7 +11,7 @@ import pytest
 import xxhash
 
 from highmark.errors import CorruptCheckpointError
-from highmark.store import reader
+from highmark.store import parallel
 from highmark.store.reader import ReadJob, read_all
 
 SIZES = [5 << 20, 3, 0, 7 << 20, 1 << 20, 6 << 20 | 12345]  # 19+ MiB: more than one thread
@@ -39,13 +39,13 @@ def jobs_for(f: BinaryIO, payload: bytes, verify: bool = True) -> tuple[list[Rea
 def test_every_tensor_is_filled_with_its_bytes_across_threads(data, monkeypatch) -> None:
     path, payload = data
     started = []
-    real_thread = reader.threading.Thread
+    real_thread = parallel.threading.Thread
 
     def counting_thread(*args, **kwargs):
         started.append(kwargs.get("name"))
         return real_thread(*args, **kwargs)
 
-    monkeypatch.setattr(reader.threading, "Thread", counting_thread)  # counts, does not fake
+    monkeypatch.setattr(parallel.threading, "Thread", counting_thread)  # counts, does not fake
     with open(path, "rb", buffering=0) as f:
         jobs, buffers = jobs_for(f, payload)
         read_all(jobs)
