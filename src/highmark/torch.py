@@ -40,15 +40,21 @@ log = logging.getLogger(__name__)
 _CHUNK = 64 << 20
 
 
+_DTYPE_NAMES: dict[torch.dtype, str] = {}  # filled as dtypes are met
+
+
 def dtype_name(dtype: torch.dtype) -> str:
     """The canonical name of a torch dtype (``torch.bfloat16`` -> ``"bfloat16"``).
 
     Raises:
         ValueError: when highmark cannot store tensors of this dtype (e.g. quantized dtypes).
     """
-    name = str(dtype).removeprefix("torch.")
-    if name not in DTYPES:
-        raise ValueError(f"dtype {dtype} is not storable")
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = str(dtype).removeprefix("torch.")
+        if name not in DTYPES:
+            raise ValueError(f"dtype {dtype} is not storable")
+        _DTYPE_NAMES[dtype] = name
     return name
 
 
@@ -134,7 +140,7 @@ def writable_byte_view(t: torch.Tensor) -> memoryview | None:
     None is returned for tensors that are not contiguous CPU memory, or that carry a conjugate or
     negative bit (their memory does not hold their values).
     """
-    if t.is_conj() or t.is_neg() or t.device.type != "cpu" or not t.is_contiguous():
+    if not t.is_cpu or not t.is_contiguous() or t.is_conj() or t.is_neg():
         return None
     return _host_bytes(t.detach())
 
@@ -171,13 +177,13 @@ class TorchCodec:
             )
         if leaf.layout != torch.strided or leaf.is_quantized or leaf.is_nested:
             raise UnsupportedStateError(path, f"{leaf.layout} tensors are not storable")
-        if leaf.device.type == "meta":
+        if leaf.is_meta:
             raise UnsupportedStateError(path, "a meta tensor has no data to store")
         try:
             name = dtype_name(leaf.dtype)
         except ValueError as exc:
             raise UnsupportedStateError(path, str(exc)) from None
-        return name, tuple(int(n) for n in leaf.shape)
+        return name, tuple(leaf.shape)  # torch.Size holds ints
 
     def chunks(self, leaf: Any, max_bytes: int) -> Iterator[memoryview]:
         t = leaf.detach()

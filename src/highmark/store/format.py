@@ -367,7 +367,8 @@ def _plan_reads(
         name, dtype, shape = t["name"], t["dtype"], tuple(t["shape"])
         start = data_start + t["data_offsets"][0]
         nbytes = _nbytes(t)
-        dest, codec = targets.get(name, (None, codec_for_kind(t["kind"])))
+        target = targets.get(name)
+        dest, codec = target if target is not None else (None, codec_for_kind(t["kind"]))
         if mapped is None and can_map and dest is None and nbytes:
             try:
                 mapped = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY))

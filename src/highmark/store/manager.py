@@ -50,6 +50,7 @@ from highmark.store.index import (
     verify_steps,
     would_be_best,
 )
+from highmark.store.manifests import ManifestCache
 from highmark.store.writer import AsyncWriter, HostSnapshot, add_note
 from highmark.tree import FlatTree, flatten
 
@@ -111,6 +112,7 @@ class CheckpointManager:
         self._protected: dict[int, str] = {}
         self._writer: AsyncWriter | None = None
         self._snapshot = HostSnapshot()
+        self._manifests = ManifestCache(self.storage)
         self._lock: StorageLock | None = None
         self._closed = False
         self._mu = threading.RLock()  # the writer thread updates the index state
@@ -212,6 +214,7 @@ class CheckpointManager:
         metadata: dict[str, Any], created: float,
     ) -> CheckpointInfo:  # fmt: skip
         entry = entry_from_manifest(self.storage, final, manifest)
+        self._manifests.put(final, manifest)
         entry.metrics, entry.metadata, entry.created = metrics, metadata, created
         self._state.entries[step] = entry
         replaced_best = self._state.best_step == step
@@ -330,7 +333,7 @@ class CheckpointManager:
         for candidate in candidates:
             name = step_dir(candidate)
             try:
-                manifest = fmt.read_manifest(self.storage, name)
+                manifest = self._manifests.get(name)
                 state = fmt.read_checkpoint(self.storage, name, manifest, keys=keys, into=into)
             except (CorruptCheckpointError, FileNotFoundError) as err:
                 if not fallback and isinstance(err, CorruptCheckpointError):
