@@ -54,21 +54,20 @@ def test_every_tensor_is_filled_with_its_bytes_across_threads(data, monkeypatch)
         assert started  # the later jobs were read by a helper thread
 
 
-def test_a_mismatch_in_a_helper_threads_group_names_its_tensor(data) -> None:
+@pytest.mark.parametrize(
+    ("damaged", "named"),
+    [
+        ([5], "checksum mismatch in tensor 't5'"),  # the last job: read by the last thread
+        ([0, 5], "'t0'"),  # two failures: the first in job order is the one raised
+    ],
+)
+def test_a_mismatch_is_raised_naming_the_first_damaged_tensor(data, damaged, named) -> None:
     path, payload = data
     with open(path, "rb", buffering=0) as f:
         jobs, _ = jobs_for(f, payload)
-        jobs[5].xxh3 = "0" * 16  # the last job: read by the last thread
-        with pytest.raises(CorruptCheckpointError, match="checksum mismatch in tensor 't5'"):
-            read_all(jobs)
-
-
-def test_the_first_failing_job_in_order_is_the_one_raised(data) -> None:
-    path, payload = data
-    with open(path, "rb", buffering=0) as f:
-        jobs, _ = jobs_for(f, payload)
-        jobs[0].xxh3 = jobs[5].xxh3 = "0" * 16
-        with pytest.raises(CorruptCheckpointError, match="'t0'"):
+        for i in damaged:
+            jobs[i].xxh3 = "0" * 16
+        with pytest.raises(CorruptCheckpointError, match=named):
             read_all(jobs)
 
 
