@@ -52,9 +52,14 @@ def run(ctx: Context) -> dict[str, Any]:
         last = Retention([KeepLast(1)])
         sync_dir = os.path.join(work, "hm-sync")
         asy = methods.hm_manager(os.path.join(work, "hm-async"), async_save=True, keep_last=keep)
+        deferred = methods.hm_manager(
+            os.path.join(work, "hm-deferred"), async_save="deferred", keep_last=keep
+        )
         managers["async"] = asy
-        steps = {"sync": 0, "async": 0}
+        managers["deferred"] = deferred
+        steps = {"sync": 0, "async": 0, "deferred": 0}
         async_total: list[float] = []
+        fenced: list[float] = []
 
         def hm_sync() -> float:
             steps["sync"] += 1
@@ -73,8 +78,19 @@ def run(ctx: Context) -> dict[str, Any]:
             asy.prune(last)
             return blocked
 
+        def hm_deferred() -> float:
+            # The copy runs in the background too. "+ fence" is the worst case: the training
+            # loop changes the state at once, so it waits for the whole copy right away.
+            steps["deferred"] += 1
+            blocked = timed(lambda: deferred.save(steps["deferred"], bench.state))
+            fenced.append(blocked + timed(deferred.fence))
+            deferred.wait()
+            deferred.prune(last)
+            return blocked
+
         cases["highmark save (sync)"] = hm_sync
         cases["highmark save (async): blocking part"] = hm_async
+        cases["highmark save (deferred async): blocking part"] = hm_deferred
 
     res = interleaved(cases, ctx.repeat, label="save", seed=ctx.seed)
     for manager in managers.values():
@@ -110,6 +126,22 @@ def run(ctx: Context) -> dict[str, Any]:
             row(
                 "highmark save (async): save + wait",
                 summarize(total),
+            ),
+            row(
+                "highmark save (deferred async): blocking part",
+                res["highmark save (deferred async): blocking part"],
+                fraction_of_sync_median=round(
+                    res["highmark save (deferred async): blocking part"]["median"]
+                    / sync_s["median"],
+                    3,
+                ),
+                fraction_of_sync_best=round(
+                    res["highmark save (deferred async): blocking part"]["min"] / sync_s["min"], 3
+                ),
+            ),
+            row(
+                "highmark save (deferred async): save + fence at once",
+                summarize(fenced[-ctx.repeat :]),
             ),
         ],
     }

@@ -89,6 +89,11 @@ def run(ctx: Context) -> dict[str, Any]:
     work = ctx.workdir("training")
     sync = methods.hm_manager(os.path.join(work, "sync"))
     asy = methods.hm_manager(os.path.join(work, "async"), async_save=True)
+    deferred = methods.hm_manager(os.path.join(work, "deferred"), async_save="deferred")
+    # What a Run installs for async_save="deferred": the optimizer step waits for the copy.
+    from highmark.torch import fence_hooks
+
+    fences = fence_hooks(deferred.fence, [trainer.model, trainer.optimizer])
     step = {"n": 0}
 
     # calibrate: one epoch (of `batches` minibatches) ~ one synchronous save
@@ -119,10 +124,13 @@ def run(ctx: Context) -> dict[str, Any]:
         "no checkpoint": lambda: loop(None),
         "highmark sync save every epoch": lambda: loop(sync),
         "highmark async save every epoch": lambda: loop(asy),
+        "highmark deferred async save every epoch": lambda: loop(deferred),
     }
     res = interleaved(cases, ctx.repeat, label="training", seed=ctx.seed)
-    sync.close()
-    asy.close()
+    for handle in fences:
+        handle.remove()
+    for manager in (sync, asy, deferred):
+        manager.close()
     remove(work)
     base = res["no checkpoint"]
     rows = [

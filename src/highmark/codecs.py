@@ -122,6 +122,11 @@ class LeafCodec(Protocol):
         """Copy ``src`` (same dtype and shape, host memory) into ``dest`` in place."""
         ...
 
+    def version(self, leaf: Any) -> int | None:
+        """A counter that changes whenever the leaf is modified in place (torch's version
+        counter), or None for a kind that has none (then a deferred snapshot copies it at once)."""
+        ...
+
 
 class NumpyCodec:
     """The leaf codec of numpy arrays (little-endian bytes, any dtype in :data:`DTYPES`)."""
@@ -163,6 +168,9 @@ class NumpyCodec:
 
     def assign(self, dest: Any, src: Any) -> None:
         np.copyto(dest, src)
+
+    def version(self, leaf: Any) -> int | None:
+        return None  # numpy counts no in-place writes
 
 
 def _chunked(arr: Any, max_bytes: int, contiguous: Any) -> Iterator[memoryview]:

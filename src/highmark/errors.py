@@ -19,6 +19,7 @@ __all__ = [
     "InsufficientSpaceError",
     "LockedError",
     "MetricNotFoundError",
+    "StateChangedError",
     "UnsupportedStateError",
 ]
 
@@ -78,3 +79,21 @@ class LockedError(CheckpointError):
 
 class InsufficientSpaceError(CheckpointError, OSError):
     """The storage cannot hold the checkpoint about to be written."""
+
+
+class StateChangedError(CheckpointError):
+    """A tensor changed while a deferred async save was still copying it; that save was dropped.
+
+    Names the tensors' key paths. Nothing of that save was written; earlier checkpoints are
+    intact. Call ``fence()`` (or let the hooks a :class:`~highmark.Run` installs do it) before
+    changing a state whose save is in flight.
+    """
+
+    def __init__(self, step: int, names: list[str]) -> None:
+        self.step = step
+        self.names = names
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        super().__init__(
+            f"step {step} was not saved: {shown} changed while its deferred snapshot was being "
+            "taken; call fence() before changing the saved state"
+        )

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import random
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, cast
 
 import numpy as np
@@ -29,6 +29,7 @@ __all__ = [
     "dtype_from_name",
     "dtype_from_safetensors",
     "dtype_name",
+    "fence_hooks",
     "one_thread",
     "restore_rng",
     "safetensors_dtype",
@@ -145,6 +146,26 @@ def writable_byte_view(t: torch.Tensor) -> memoryview | None:
     return _host_bytes(t.detach())
 
 
+def fence_hooks(fence: Callable[[], object], objects: Iterable[Any]) -> list[Any]:
+    """Makes the saved state wait for ``fence()`` before it changes (deferred async saves).
+
+    Each optimizer calls ``fence()`` before its step; each module holding buffers (batch-norm
+    statistics change in the forward pass) before its forward pass. Other objects get nothing.
+    Returns the hook handles; ``.remove()`` them to undo.
+    """
+
+    def hook(*_: Any) -> None:
+        fence()
+
+    handles: list[Any] = []
+    for obj in objects:
+        if isinstance(obj, torch.optim.Optimizer):
+            handles.append(obj.register_step_pre_hook(hook))
+        elif isinstance(obj, torch.nn.Module) and any(True for _ in obj.buffers()):
+            handles.append(obj.register_forward_pre_hook(hook))
+    return handles
+
+
 @contextlib.contextmanager
 def one_thread() -> Iterator[None]:
     """Run host copies with one torch thread (two threads were once 20x slower here), then
@@ -230,6 +251,11 @@ class TorchCodec:
     def assign(self, dest: Any, src: Any) -> None:
         with torch.no_grad():
             dest.copy_(src)
+
+    def version(self, leaf: Any) -> int | None:
+        # Shared by views (a state_dict's detached tensors count their parameter's in-place
+        # writes); writes through ``.data`` or a numpy view are not counted.
+        return int(leaf._version)
 
 
 TORCH_CODEC = TorchCodec()

@@ -83,12 +83,20 @@ def test_best_checkpoint_is_the_stoppers_best_on_curves_with_ties_and_min_delta(
     assert cases > 30
 
 
-def test_model_holds_the_best_weights_after_the_loop(tmp_path: Path, tiny: Any) -> None:
-    with Run(tmp_path / "r", patience=3) as run:
+@pytest.mark.parametrize("async_save", [True, False, "deferred"])
+def test_model_holds_the_best_weights_after_the_loop(
+    tmp_path: Path, tiny: Any, async_save: bool | str
+) -> None:
+    with Run(tmp_path / "r", patience=3, async_save=async_save, keep_last=6) as run:
         run.track(model=tiny[0], optimizer=tiny[1])
         _, weights = drive(run, [1.0, 0.4, 0.6, 0.5, 0.7, 0.8], *tiny)
+        checkpoints = {
+            c.step: run.manager.restore(c.step)["model"] for c in run.manager.checkpoints()
+        }
     assert run.restored_from == 1
     assert same_weights(tiny[0], weights[1])
+    for step, saved in checkpoints.items():  # every checkpoint holds the weights of its epoch
+        assert all(torch.equal(saved[k], v) for k, v in weights[step].items()), step
 
 
 def test_model_holds_the_best_weights_after_an_exception(tmp_path: Path, tiny: Any) -> None:

@@ -72,6 +72,12 @@ class Run:
             best checkpoint's weights into the tracked model(s).
         resume: continue from the latest intact checkpoint in ``directory`` when there is one.
         async_save: write checkpoints in a background thread (the loop waits only for the copy).
+            ``"deferred"``: the copy runs in the background too; the tracked optimizers wait for
+            it before their next step, and tracked models with buffers before their next
+            forward pass (hooks installed by :meth:`track`). Change the tracked state in any
+            other way (an EMA update, clipping weights by hand) only after
+            ``run.manager.fence()``, or that save is dropped with
+            :class:`~highmark.errors.StateChangedError`.
         storage_options: passed to fsspec for remote directories.
         handle_signals: save and exit cleanly on SIGTERM / SIGINT / SIGUSR1.
         **stopping_kwargs: any other :class:`~highmark.EarlyStopping` argument (``min_delta``,
@@ -93,7 +99,7 @@ class Run:
         mtbf: float | None = None,
         restore_best: bool = True,
         resume: bool = True,
-        async_save: bool = True,
+        async_save: bool | str = True,
         storage_options: Mapping[str, Any] | None = None,
         handle_signals: bool = True,
         **stopping_kwargs: Any,
@@ -137,6 +143,7 @@ class Run:
         self.directory = str(self.manager.directory)
         self._history = HistoryWriter(self.manager.storage)
         self._tracked: dict[str, Any] = {}
+        self._fences: list[Any] = []  # hook handles of deferred async saves
         self._loaders: dict[str, ResumableLoader[Any]] = {}
         self._loader_states: dict[str, Any] = {}
         self._signals = SignalCatcher()
@@ -188,7 +195,7 @@ class Run:
             ConfigError: a loop already started, or a reserved / duplicate name.
             UnsupportedStateError: a state holds something a checkpoint cannot store.
         """
-        from highmark.torch import check_state_object
+        from highmark.torch import check_state_object, fence_hooks
 
         if self._unit is not None:
             raise ConfigError("track() must be called before the loop starts")
@@ -201,6 +208,8 @@ class Run:
                 raise ConfigError(f"{name!r} is already tracked")
             check_state_object(name, obj)
             self._tracked[name] = obj
+            if self.manager.deferred:
+                self._fences += fence_hooks(self.manager.fence, [obj])
         return self
 
     def loader(self, iterable: Iterable[T], name: str | None = None) -> ResumableLoader[T]:
@@ -296,6 +305,8 @@ class Run:
         finally:
             self._closed = True
             self._signals.uninstall()
+            for handle in self._fences:
+                handle.remove()
             self.manager.close()
 
     def __enter__(self) -> Run:

@@ -74,7 +74,15 @@ class CheckpointManager:
         keep_last: Keep the n latest checkpoints.
         keep_every: Keep every checkpoint whose step is a multiple of this, for good.
         max_bytes: A byte budget for the kept checkpoints (best and latest are always kept).
-        async_save: Write in a background thread; ``save`` blocks only for a host copy.
+        async_save: ``True``: write in a background thread; ``save`` blocks only for a copy into
+            reused host buffers. ``"deferred"``: the copy of every tensor that counts its
+            in-place writes (torch) runs in the background too, so ``save`` blocks only for
+            bookkeeping; the caller must call :meth:`fence` before changing the saved state (a
+            :class:`~highmark.Run` installs hooks that do it before each optimizer step and
+            before the forward pass of a model with buffers). A tensor changed before the copy
+            of it ends is detected by its version counter and that save is dropped with
+            :class:`~highmark.errors.StateChangedError` (writes through ``.data`` or a numpy
+            view are not counted: fence before them).
         storage_options: Passed to fsspec for URLs.
         retention: A :class:`~highmark.policy.retention.Retention` replacing the keep_* flags.
         read_only: Open without the writer lock and without cleaning or saving.
@@ -93,11 +101,13 @@ class CheckpointManager:
         keep_last: int | None = 1,
         keep_every: int | None = None,
         max_bytes: int | None = None,
-        async_save: bool = False,
+        async_save: bool | str = False,
         storage_options: dict[str, Any] | None = None,
         retention: Retention | None = None,
         read_only: bool = False,
     ) -> None:
+        if async_save not in (False, True, "deferred"):
+            raise ConfigError(f'async_save must be True, False or "deferred", got {async_save!r}')
         self.storage = open_storage(directory, storage_options)
         self.directory = self.storage.url
         self.monitor = Monitor(monitor, mode=mode) if isinstance(monitor, str) else monitor
@@ -109,6 +119,9 @@ class CheckpointManager:
         )
         self.read_only = read_only
         self.async_save = bool(async_save)
+        self.deferred = async_save == "deferred"
+        self._snapshot_taken = threading.Event()  # cleared while a deferred copy is pending
+        self._snapshot_taken.set()
         self._protected: dict[int, str] = {}
         self._writer: AsyncWriter | None = None
         self._snapshot = HostSnapshot()
@@ -175,11 +188,24 @@ class CheckpointManager:
             return self._write(step, flat, metrics_, metadata_, created)
         if self._writer is None:
             self._writer = AsyncWriter(f"highmark-writer {self.url}")
-        host = self._snapshot.copy(flat)
-        self._writer.submit(
-            lambda: self._write(step, host, metrics_, metadata_, created),
-            what=f"step {step} to {self.url}",
-        )
+        if self.deferred:
+            host, copy_rest = self._snapshot.copy_later(flat, step)
+            self._snapshot_taken.clear()
+
+            def job() -> None:
+                try:
+                    copy_rest()  # raises StateChangedError before anything is written
+                finally:
+                    self._snapshot_taken.set()
+                self._write(step, host, metrics_, metadata_, created)
+
+        else:
+            host = self._snapshot.copy(flat)
+
+            def job() -> None:
+                self._write(step, host, metrics_, metadata_, created)
+
+        self._writer.submit(job, what=f"step {step} to {self.url}")
         entry = Entry(step, metrics_, metadata_, estimate, created)
         with self._mu:  # the writer thread may be recording the commit right now
             return self._info(entry, best_step=would_be_best(self._state, entry, self.monitor))
@@ -253,6 +279,11 @@ class CheckpointManager:
                 self.storage.remove_tree(step_dir(step))
             except OSError as err:  # the index no longer lists it; the next open cleans it
                 log.warning("%s: could not delete %s: %s", self.url, step_dir(step), err)
+
+    def fence(self) -> None:
+        """Blocks until the pending save no longer reads the live state (its host copy is
+        taken); then the state may change. Immediate unless ``async_save="deferred"``."""
+        self._snapshot_taken.wait()
 
     def wait(self) -> None:
         """Blocks until every pending save is durable; re-raises a failed one."""

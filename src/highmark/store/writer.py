@@ -18,12 +18,14 @@ import os
 import threading
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from highmark.errors import StateChangedError
 from highmark.store.parallel import run_in_groups, thread_count
-from highmark.tree import FlatTree, codec_for_kind
+from highmark.tree import FlatTree, LeafCodec, codec_for_kind
 
 __all__ = ["AsyncWriter", "HostSnapshot", "add_note"]
 
@@ -161,6 +163,17 @@ def _drain_at_exit() -> None:
             log.exception("highmark: a background save failed at interpreter exit")
 
 
+@dataclass
+class _Copy:
+    """One tensor's copy into its host buffer."""
+
+    name: str
+    leaf: Any
+    codec: LeafCodec
+    buffer: memoryview  # the host buffer's bytes
+    source: memoryview | None  # the leaf's bytes when it is contiguous host memory
+
+
 class HostSnapshot:
     """Copies a flat tree's tensors into host buffers that are reused from save to save.
 
@@ -170,6 +183,10 @@ class HostSnapshot:
     memory are copied by ``numpy.copyto`` (which releases the GIL) on a few threads at once
     (:mod:`highmark.store.parallel`; 100 MB on this project's 2-core machine: 8.9 ms against
     11.4 ms on one thread); others (device or strided tensors) in blocks, on the caller's.
+
+    :meth:`copy_later` defers the copy of every tensor that counts its in-place writes (torch's
+    version counter): the caller gets the buffers at once and a function that fills them later
+    and then checks that no source changed meanwhile.
     """
 
     def __init__(self) -> None:
@@ -182,9 +199,35 @@ class HostSnapshot:
 
     def copy(self, flat: FlatTree) -> FlatTree:
         """Returns a FlatTree with the same skeleton whose tensors are host copies."""
+        out, copies = self._prepare(flat)
+        _run(copies)
+        return out
+
+    def copy_later(self, flat: FlatTree, step: int) -> tuple[FlatTree, Callable[[], None]]:
+        """Like :meth:`copy`, but returns before copying the tensors that count their writes.
+
+        Tensors without a version counter (numpy arrays) are copied now. The returned function
+        copies the rest (call it on any thread, once) and then raises
+        :class:`~highmark.errors.StateChangedError` (for ``step``) naming every tensor whose
+        version changed since this call: its copy may be torn.
+        """
+        out, copies = self._prepare(flat)
+        versions = [c.codec.version(c.leaf) for c in copies]
+        _run([c for c, v in zip(copies, versions, strict=True) if v is None])
+        later = [(c, v) for c, v in zip(copies, versions, strict=True) if v is not None]
+
+        def finish() -> None:
+            _run([c for c, _ in later])
+            changed = [c.name for c, v in later if c.codec.version(c.leaf) != v]
+            if changed:
+                raise StateChangedError(step, changed)
+
+        return out, finish
+
+    def _prepare(self, flat: FlatTree) -> tuple[FlatTree, list[_Copy]]:
         kinds = flat.tensor_kinds()
         out: dict[str, Any] = {}
-        pairs: list[tuple[memoryview, memoryview]] = []  # (buffer, source) copied in parallel
+        copies: list[_Copy] = []
         for name, leaf in flat.tensors.items():
             codec = codec_for_kind(kinds[name])
             dtype, shape = codec.describe(leaf, name)
@@ -200,28 +243,36 @@ class HostSnapshot:
             _, buf, view = held
             out[name] = buf
             source = codec.writable_bytes(leaf)  # zero-copy, when the leaf is contiguous host
-            if source is not None:
-                pairs.append((view, _as_bytes(source)))
-                continue
-            offset = 0
-            for chunk in codec.chunks(leaf, 64 << 20):
-                n = chunk.nbytes
-                view[offset : offset + n] = _as_bytes(chunk)
-                offset += n
+            copies.append(
+                _Copy(name, leaf, codec, view, None if source is None else _as_bytes(source))
+            )
         for name in set(self._buffers) - set(flat.tensors):
             del self._buffers[name]
-        sizes = [len(dst) for dst, _ in pairs]
-        run_in_groups(pairs, sizes, _copy_bytes, thread_count(sum(sizes)))
-        return FlatTree(tensors=out, skeleton=flat.skeleton, kinds=kinds)
+        return FlatTree(tensors=out, skeleton=flat.skeleton, kinds=kinds), copies
+
+
+def _run(copies: list[_Copy]) -> None:
+    """Performs the copies: strided/device ones in blocks here, the rest on a few threads."""
+    direct = [c for c in copies if c.source is not None]
+    for c in copies:
+        if c.source is None:
+            offset = 0
+            for chunk in c.codec.chunks(c.leaf, 64 << 20):
+                n = chunk.nbytes
+                c.buffer[offset : offset + n] = _as_bytes(chunk)
+                offset += n
+    sizes = [len(c.buffer) for c in direct]
+    run_in_groups(direct, sizes, _copy_bytes, thread_count(sum(sizes)))
 
 
 def _as_bytes(view: memoryview) -> memoryview:
     return view if view.format == "B" and view.ndim == 1 else view.cast("B")
 
 
-def _copy_bytes(pair: tuple[memoryview, memoryview]) -> None:
-    dst, src = pair
+def _copy_bytes(c: _Copy) -> None:
+    dst, src = c.buffer, c.source
+    assert src is not None
     if len(dst) != len(src):  # pragma: no cover - describe() agreed on dtype and shape
-        raise ValueError(f"host buffer of {len(dst)} bytes for a tensor of {len(src)}")
+        raise ValueError(f"{c.name}: host buffer of {len(dst)} bytes for a tensor of {len(src)}")
     if len(src):
         np.copyto(np.frombuffer(dst, dtype=np.uint8), np.frombuffer(src, dtype=np.uint8))
