@@ -77,6 +77,10 @@ def test_a_tensor_changed_before_its_copy_drops_that_save_only(tmp_path, held_co
         assert [c.step for c in mgr.checkpoints()] == [1]
         assert torch.equal(mgr.restore(1)["model"]["weight"], kept)
         assert not [n for n in mgr.storage.listdir() if n.startswith(".tmp")]
+        mgr.save(3, state_of(model))  # the run goes on: the next save works, no fence stays shut
+        mgr.fence()
+        mgr.wait()
+        assert [c.step for c in mgr.checkpoints()] == [1, 3]
 
 
 def test_arrays_without_a_version_counter_are_copied_before_save_returns(

@@ -205,7 +205,11 @@ class CheckpointManager:
             def job() -> None:
                 self._write(step, host, metrics_, metadata_, created)
 
-        self._writer.submit(job, what=f"step {step} to {self.url}")
+        try:
+            self._writer.submit(job, what=f"step {step} to {self.url}")
+        except BaseException:
+            self._snapshot_taken.set()  # nothing is pending: never leave a fence closed
+            raise
         entry = Entry(step, metrics_, metadata_, estimate, created)
         with self._mu:  # the writer thread may be recording the commit right now
             return self._info(entry, best_step=would_be_best(self._state, entry, self.monitor))
