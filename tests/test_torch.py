@@ -6,6 +6,7 @@ import json
 import random
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -154,6 +155,61 @@ def test_codec_refuses_quantized_tensors() -> None:
     with pytest.raises(UnsupportedStateError) as info:
         flatten({"q": q})
     assert info.value.path == "q"
+
+
+def test_describe_target_gives_a_view_that_writes_into_a_parameter() -> None:
+    p = torch.nn.Parameter(torch.zeros(2))
+    dtype, shape, view = TORCH_CODEC.describe_target(p, "w")
+    assert (dtype, shape) == ("float32", (2,))
+    assert view is not None
+    view[:] = np.array([1.5, -2.0], dtype="<f4").tobytes()
+    assert p.tolist() == [1.5, -2.0]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: torch.zeros(3, 4).T,
+        lambda: torch.zeros(2, dtype=torch.complex64).conj(),
+        lambda: torch.zeros(2)._neg_view(),
+    ],
+    ids=["non-contiguous", "conjugate", "negative"],
+)
+def test_describe_target_has_no_view_where_memory_does_not_hold_the_values(make: Any) -> None:
+    t = make()
+    dtype, shape, view = TORCH_CODEC.describe_target(t, "w")
+    assert (dtype, shape, view) == (dtype_name(t.dtype), tuple(t.shape), None)
+
+
+def test_describe_target_refuses_what_describe_refuses() -> None:
+    with pytest.raises(UnsupportedStateError, match="meta"):
+        TORCH_CODEC.describe_target(torch.empty(2, device="meta"), "m")
+    with pytest.raises(UnsupportedStateError) as info:
+        TORCH_CODEC.describe_target(torch.eye(2).to_sparse(), "s")
+    assert info.value.path == "s"
+
+
+def test_copy_into_copies_a_batch_of_any_layout_into_host_leaves() -> None:
+    sources = [
+        torch.arange(12, dtype=torch.bfloat16).reshape(3, 4).T,
+        torch.tensor([1 + 2j], dtype=torch.complex64).conj(),
+        torch.nn.Parameter(torch.ones(2)),
+    ]
+    dests = [TORCH_CODEC.empty(dtype_name(t.dtype), tuple(t.shape)) for t in sources]
+    TORCH_CODEC.copy_into(dests, sources)
+    for dest, src in zip(dests, sources, strict=True):
+        assert torch.equal(dest, src.detach().resolve_conj())
+
+
+def test_copy_into_copies_one_at_a_time_on_a_torch_without_batched_copies(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Simulates torch < 2.1 (no torch._foreach_copy_), which this environment cannot install.
+    monkeypatch.delattr(torch, "_foreach_copy_")
+    sources = [torch.arange(6.0).reshape(2, 3).T, torch.ones(1, dtype=torch.int8)]
+    dests = [torch.empty(3, 2), torch.empty(1, dtype=torch.int8)]
+    TORCH_CODEC.copy_into(dests, sources)
+    assert all(torch.equal(d, s) for d, s in zip(dests, sources, strict=True))
 
 
 def test_codec_for_kind_torch_is_the_torch_codec() -> None:

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from highmark.errors import ConfigError, UnsupportedStateError
-from highmark.tree import FlatTree, flatten, select, tensor_kinds, unflatten
+from highmark.tree import FlatTree, flatten, select, tensor_kinds, tensor_leaves, unflatten
 
 
 def assert_same(a: Any, b: Any, path: str = "") -> None:
@@ -132,6 +132,29 @@ def test_a_state_that_contains_itself_is_refused() -> None:
     with pytest.raises(UnsupportedStateError, match="cycle") as info:
         flatten({"x": loop})
     assert info.value.path == "x.1.back"
+
+
+def test_tensor_leaves_are_flattens_tensors_with_their_kinds() -> None:
+    tree = {"a": [np.zeros(2), {"b": np.float32(1.5)}], "c": (3, "x"), 4: np.ones(1)}
+    flat = flatten(tree)
+    leaves = tensor_leaves(tree)
+    assert list(leaves) == list(flat.tensors)
+    assert {p: kind for p, (_, kind) in leaves.items()} == flat.kinds
+    assert leaves["a.0"][0] is tree["a"][0]  # the live array
+    assert leaves["a.1.b"][0].shape == ()  # a numpy scalar comes as a 0-d array
+
+
+def test_tensor_leaves_refuses_what_flatten_refuses() -> None:
+    loop: list[Any] = [np.zeros(1)]
+    loop.append({"back": loop})
+    with pytest.raises(UnsupportedStateError, match="cycle"):
+        tensor_leaves({"x": loop})
+    with pytest.raises(UnsupportedStateError) as info:
+        tensor_leaves({"o": {"p": object()}})
+    assert info.value.path == "o.p"
+    with pytest.raises(UnsupportedStateError, match="two tensors") as info:
+        tensor_leaves({"a.b": np.zeros(1), "a": {"b": np.ones(1)}})
+    assert info.value.path == "a.b"
 
 
 def test_a_container_shared_by_two_branches_is_stored_twice() -> None:

@@ -10,7 +10,7 @@ on it) never imports torch itself. :data:`DTYPES` is the table of every dtype hi
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -23,6 +23,7 @@ __all__ = [
     "DType",
     "LeafCodec",
     "NumpyCodec",
+    "Target",
     "codec_for_kind",
     "has_codec",
 ]
@@ -91,6 +92,11 @@ DTYPES: dict[str, DType] = {
 }
 
 
+#: What a restore learns about a target leaf: dtype name, shape, and a writable view of its
+#: memory (None when that memory does not hold its values contiguously on the host).
+Target = tuple[str, tuple[int, ...], memoryview | None]
+
+
 class LeafCodec(Protocol):
     """How the store reads and writes the bytes of one kind of tensor leaf."""
 
@@ -113,9 +119,22 @@ class LeafCodec(Protocol):
         """A leaf over ``buffer`` (writable, exactly the leaf's bytes) without copying."""
         ...
 
+    def layout_key(self, leaf: Any) -> Hashable:
+        """A cheap key of what a host copy of the (storable) leaf depends on: dtype and shape."""
+        ...
+
+    def copy_into(self, dests: Sequence[Any], leaves: Sequence[Any]) -> None:
+        """Copies each leaf (any layout or device) into the host leaf from :meth:`empty` of the
+        same dtype and shape, releasing the GIL for the bulk of the work."""
+        ...
+
     def writable_bytes(self, leaf: Any) -> memoryview | None:
         """A writable byte view of the leaf's memory, or None when it is not contiguous host
         memory (then the store reads into a temporary leaf and calls :meth:`assign`)."""
+        ...
+
+    def describe_target(self, leaf: Any, path: str) -> Target:
+        """:meth:`describe` and :meth:`writable_bytes` at once, for a restore's target leaf."""
         ...
 
     def assign(self, dest: Any, src: Any) -> None:
@@ -160,11 +179,22 @@ class NumpyCodec:
             return self.empty(dtype, shape)
         return np.frombuffer(buffer, dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape)
 
+    def layout_key(self, leaf: Any) -> Hashable:
+        return (leaf.dtype, leaf.shape)
+
+    def copy_into(self, dests: Sequence[Any], leaves: Sequence[Any]) -> None:
+        for dest, leaf in zip(dests, leaves, strict=True):
+            np.copyto(dest, leaf)  # to native byte order, too
+
     def writable_bytes(self, leaf: Any) -> memoryview | None:
         arr: np.ndarray[Any, Any] = leaf
         if not (arr.flags.c_contiguous and arr.flags.writeable) or arr.dtype.byteorder == ">":
             return None
         return arr.reshape(-1).view(np.uint8).data
+
+    def describe_target(self, leaf: Any, path: str) -> Target:
+        dtype, shape = self.describe(leaf, path)
+        return dtype, shape, self.writable_bytes(leaf)
 
     def assign(self, dest: Any, src: Any) -> None:
         np.copyto(dest, src)

@@ -11,12 +11,13 @@ import contextlib
 import logging
 import random
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
 import torch
 
+from highmark.codecs import Target
 from highmark.errors import UnsupportedStateError
 from highmark.tree import DTYPES, FlatTree, flatten
 
@@ -245,8 +246,35 @@ class TorchCodec:
             warnings.filterwarnings("ignore", "ComplexHalf support is experimental")
             return flat.view(dtype_from_name(dtype)).reshape(shape)
 
+    def layout_key(self, leaf: Any) -> Hashable:
+        return (leaf.dtype, leaf.shape)
+
+    def copy_into(self, dests: Sequence[Any], leaves: Sequence[Any]) -> None:
+        with torch.no_grad():
+            try:  # one call (the GIL released throughout) for the whole batch
+                torch._foreach_copy_(list(dests), list(leaves))
+                return
+            except (AttributeError, NotImplementedError, RuntimeError, TypeError):
+                pass  # an older torch, or a batch it cannot take: one at a time
+            for dest, leaf in zip(dests, leaves, strict=True):
+                dest.copy_(leaf)
+
     def writable_bytes(self, leaf: Any) -> memoryview | None:
         return writable_byte_view(leaf)
+
+    def describe_target(self, leaf: Any, path: str) -> Target:
+        # One pass over the attributes a restore needs per tensor (this runs for every tensor
+        # of a restore into a live model, so it avoids describe()'s and detach()'s overhead).
+        name = _DTYPE_NAMES.get(leaf.dtype) if isinstance(leaf, torch.Tensor) else None
+        if name is None or leaf.layout != torch.strided or leaf.is_quantized or leaf.is_nested:
+            dtype, shape = self.describe(leaf, path)  # the error, or a first-met dtype
+            return dtype, shape, self.writable_bytes(leaf)
+        view = None
+        if leaf.is_cpu and leaf.is_contiguous() and not (leaf.is_conj() or leaf.is_neg()):
+            view = _host_bytes(leaf.detach() if leaf.requires_grad else leaf)
+        elif leaf.is_meta:
+            raise UnsupportedStateError(path, "a meta tensor has no data to store")
+        return name, tuple(leaf.shape), view
 
     def assign(self, dest: Any, src: Any) -> None:
         with torch.no_grad():

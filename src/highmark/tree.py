@@ -46,6 +46,7 @@ __all__ = [
     "flatten",
     "select",
     "tensor_kinds",
+    "tensor_leaves",
     "top_level_keys",
     "unflatten",
 ]
@@ -152,14 +153,59 @@ def flatten(tree: Any, *, describe: bool = True) -> FlatTree:
             tensors[path] = node
             kinds[path] = codec.kind
             return {"tensor": codec.kind}
-        raise UnsupportedStateError(
-            path,
-            f"value of type {_type_name(node)} cannot be stored: a state holds dict/list/tuple "
-            "of torch tensors, numpy arrays and JSON scalars (int, float, bool, str, None)",
-        )
+        raise _unstorable(node, path)
 
     skeleton = walk(tree, "")
     return FlatTree(tensors=tensors, skeleton=skeleton, kinds=kinds)
+
+
+def _unstorable(node: Any, path: str) -> UnsupportedStateError:
+    return UnsupportedStateError(
+        path,
+        f"value of type {_type_name(node)} cannot be stored: a state holds dict/list/tuple "
+        "of torch tensors, numpy arrays and JSON scalars (int, float, bool, str, None)",
+    )
+
+
+def tensor_leaves(tree: Any) -> dict[str, tuple[Any, str]]:
+    """The tensor leaves of a state tree by key path, each with its codec kind.
+
+    The lighter half of :func:`flatten` (no skeleton, no check of the leaves' dtypes), for a
+    restore that fills an existing tree: a numpy scalar comes as a 0-d array, like there.
+
+    Raises:
+        UnsupportedStateError: for a value that cannot be stored, a cycle, or a key path that
+            two tensors share.
+    """
+    out: dict[str, tuple[Any, str]] = {}
+    open_containers: set[int] = set()
+
+    def walk(node: Any, path: str) -> None:
+        kind = type(node)
+        if kind is float or kind is int or kind is bool or kind is str or node is None:
+            return
+        if kind is dict or kind is OrderedDict or kind is list or kind is tuple:
+            if id(node) in open_containers:
+                raise UnsupportedStateError(path, "the state contains itself (a reference cycle)")
+            open_containers.add(id(node))
+            pairs = node.items() if kind is dict or kind is OrderedDict else enumerate(node)
+            for key, value in pairs:
+                walk(value, f"{path}.{key}" if path else str(key))
+            open_containers.discard(id(node))
+            return
+        if isinstance(node, np.generic):
+            leaf, codec_kind = np.asarray(node), "numpy"
+        else:
+            codec_kind = kind.__module__.partition(".")[0]
+            if not has_codec(codec_kind):
+                raise _unstorable(node, path)
+            leaf = node
+        if path in out:
+            raise UnsupportedStateError(path, "two tensors of the state have this key path")
+        out[path] = (leaf, codec_kind)
+
+    walk(tree, "")
+    return out
 
 
 def _utf8(text: str) -> bool:

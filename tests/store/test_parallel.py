@@ -1,4 +1,5 @@
-"""run_in_groups: every item once, contiguous byte-balanced groups, the first error in order."""
+"""run_in_groups and run_batches: every item once, contiguous byte-balanced groups, the first
+error in order."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import threading
 
 import pytest
 
-from highmark.store.parallel import _groups, run_in_groups
+from highmark.store.parallel import _groups, run_batches, run_in_groups
 
 
 def test_groups_are_contiguous_and_balanced_by_bytes() -> None:
@@ -42,3 +43,28 @@ def test_the_first_failing_item_in_order_is_raised_and_its_group_stops() -> None
     assert {3, 4}.isdisjoint(done)  # the first group stopped at its failure
     assert {5, 6} <= set(done)  # the second group ran until its own failure
     assert 8 not in done
+
+
+def test_run_batches_gives_each_thread_one_contiguous_batch() -> None:
+    batches: list[tuple[list[int], str]] = []
+    lock = threading.Lock()
+
+    def work(batch: list[int]) -> None:
+        with lock:
+            batches.append((batch, threading.current_thread().name))
+
+    run_batches(list(range(6)), [10, 10, 10, 10, 40, 10], work, threads=2)
+    assert sorted(b for b, _ in batches) == [[0, 1, 2, 3], [4, 5]]
+    assert len({name for _, name in batches}) == 2
+
+
+def test_run_batches_raises_the_error_of_the_first_batch_in_order() -> None:
+    def work(batch: list[int]) -> None:
+        raise ValueError(f"batch from {batch[0]}")
+
+    with pytest.raises(ValueError, match="batch from 0"):
+        run_batches(list(range(4)), [1] * 4, work, threads=2)
+
+
+def test_run_batches_of_nothing_does_nothing() -> None:
+    run_batches([], [], lambda batch: pytest.fail("called"), threads=2)

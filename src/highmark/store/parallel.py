@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-__all__ = ["MAX_THREADS", "run_in_groups", "thread_count"]
+__all__ = ["MAX_THREADS", "run_batches", "run_in_groups", "thread_count"]
 
 T = TypeVar("T")
 
@@ -57,26 +57,42 @@ def run_in_groups(
     Raises:
         BaseException: the error of the first failed item, in the order of ``items``.
     """
-    groups = _groups(sizes, max(1, threads))
+
+    def each(group: list[T]) -> None:
+        for item in group:
+            work(item)
+
+    run_batches(items, sizes, each, threads)
+
+
+def run_batches(
+    items: Sequence[T], sizes: Sequence[int], work: Callable[[list[T]], object], threads: int
+) -> None:
+    """Calls ``work(group)`` once per group of items, each group on its own thread (the
+    caller's takes the first); groups are contiguous runs of ``items`` of about equal bytes.
+
+    Raises:
+        BaseException: the error of the first failed group, in the order of ``items``.
+    """
+    groups = [[items[i] for i in g] for g in _groups(sizes, max(1, threads)) if g]
+    if not groups:
+        return
     errors: list[tuple[int, BaseException]] = []
 
-    def run(group: list[int]) -> None:
-        for index in group:
-            try:
-                work(items[index])
-            except BaseException as err:  # raised by the caller's thread, in item order
-                errors.append((index, err))
-                return
+    def run(index: int) -> None:
+        try:
+            work(groups[index])
+        except BaseException as err:  # raised by the caller's thread, in item order
+            errors.append((index, err))
 
     helpers = [
-        threading.Thread(target=run, args=(group,), name=f"highmark-worker-{i}", daemon=True)
-        for i, group in enumerate(groups[1:], 1)
-        if group
+        threading.Thread(target=run, args=(i,), name=f"highmark-worker-{i}", daemon=True)
+        for i in range(1, len(groups))
     ]
     for helper in helpers:
         helper.start()
     try:
-        run(groups[0])
+        run(0)
     finally:
         for helper in helpers:
             helper.join()

@@ -23,7 +23,14 @@ from highmark.errors import ConfigError, CorruptCheckpointError
 from highmark.store.backend import Storage
 from highmark.store.checks import MAX_HEADER, check_header, file_digest, read_header
 from highmark.store.reader import ReadJob, read_all
-from highmark.tree import LeafCodec, codec_for_kind, flatten, select, tensor_kinds, unflatten
+from highmark.tree import (
+    LeafCodec,
+    codec_for_kind,
+    select,
+    tensor_kinds,
+    tensor_leaves,
+    unflatten,
+)
 
 __all__ = ["checkpoint_path", "open_for_read", "read_checkpoint", "read_head"]
 
@@ -57,9 +64,8 @@ def _targets(into: Any, keys: Sequence[str] | None) -> dict[str, tuple[Any, Leaf
     """The tensors of ``into`` by key path in the restored tree, with their codecs."""
     if into is None:
         return {}
-    flat = flatten(into, describe=False)  # each target is described when it is read into
-    kinds = flat.tensor_kinds()
-    found = {p: (leaf, codec_for_kind(kinds[p])) for p, leaf in flat.tensors.items()}
+    # Each target is described when it is read into.
+    found = {p: (leaf, codec_for_kind(kind)) for p, (leaf, kind) in tensor_leaves(into).items()}
     if keys is not None and len(keys) == 1:
         key = keys[0]
         if not any(p == key or p.startswith(key + ".") for p in found):
@@ -192,14 +198,14 @@ def _plan_reads(
             _check_tensor(window, t, rel, verify)
             out[name] = codec.from_buffer(window, dtype, shape)
             continue
+        direct = None
         if dest is not None:
-            have = codec.describe(dest, name)
-            if have != (dtype, shape):
+            have_dtype, have_shape, direct = codec.describe_target(dest, name)
+            if have_dtype != dtype or have_shape != shape:
                 raise ConfigError(
                     f"{name}: the checkpoint holds {dtype}{list(shape)}, "
-                    f"`into` has {have[0]}{list(have[1])}"
+                    f"`into` has {have_dtype}{list(have_shape)}"
                 )
-        direct = None if dest is None else codec.writable_bytes(dest)
         leaf = dest if direct is not None else codec.empty(dtype, shape)
         view = direct if direct is not None else codec.writable_bytes(leaf)
         assert view is not None
