@@ -54,6 +54,8 @@ __all__ = [
 _JSON_SCALARS = (int, float, bool, str, type(None))
 _CONTAINERS = ("dict", "odict", "list", "tuple")
 _NUMPY = codec_for_kind("numpy")
+#: The codec of each tensor type met so far (numpy scalars, np.generic, are never cached).
+_LEAF_CODECS: dict[type, LeafCodec] = {}
 
 
 @dataclass
@@ -92,20 +94,11 @@ def flatten(tree: Any, *, describe: bool = True) -> FlatTree:
     seen: set[str] = set()
     open_containers: set[int] = set()  # ids of the containers being walked: a cycle check
 
-    def claim(path: str) -> None:
-        if path in seen:
-            raise UnsupportedStateError(
-                path,
-                "two entries of the state have this key path (a key containing '.' next to a "
-                "nested key, or an int and a str key with the same digits); rename one",
-            )
-        seen.add(path)
-
     def walk(node: Any, path: str) -> Any:
         kind = type(node)
         if kind is float or kind is int or kind is bool or kind is str or node is None:
             return node
-        if kind in (dict, OrderedDict, list, tuple):
+        if kind is dict or kind is OrderedDict or kind is list or kind is tuple:
             if id(node) in open_containers:
                 raise UnsupportedStateError(path, "the state contains itself (a reference cycle)")
             open_containers.add(id(node))
@@ -116,47 +109,63 @@ def flatten(tree: Any, *, describe: bool = True) -> FlatTree:
         return leaf(node, kind, path)
 
     def container(node: Any, kind: type, path: str) -> Any:
+        prefix = f"{path}." if path else ""
         if kind is dict or kind is OrderedDict:
             items = []
             for key, value in node.items():
-                if type(key) is not str and type(key) is not int:
+                key_type = type(key)
+                if key_type is not str and key_type is not int:
                     raise UnsupportedStateError(
                         _join(path, repr(key)),
                         f"dict key of type {_type_name(key)} (only str and int keys are stored)",
                     )
-                if type(key) is str and not _utf8(key):
+                if key_type is str and not key.isascii() and not _utf8(key):
                     raise UnsupportedStateError(path, f"dict key {key!r} is not valid unicode")
-                child = _join(path, key)
-                claim(child)
+                child = f"{prefix}{key}"
+                if child in seen:
+                    raise _shared_path(child)
+                seen.add(child)
                 items.append([key, walk(value, child)])
             return {"odict" if kind is OrderedDict else "dict": items}
         out = []
         for i, value in enumerate(node):
-            child = _join(path, i)
-            claim(child)
+            child = f"{prefix}{i}"
+            if child in seen:
+                raise _shared_path(child)
+            seen.add(child)
             out.append(walk(value, child))
         return {"list" if kind is list else "tuple": out}
 
     def leaf(node: Any, kind: type, path: str) -> Any:
-        if isinstance(node, np.generic):
-            arr = np.asarray(node)
-            if describe:
-                _NUMPY.describe(arr, path)
-            tensors[path] = arr
-            kinds[path] = "numpy"
-            return {"tensor": "numpy", "scalar": True}
-        module = kind.__module__.partition(".")[0]
-        if has_codec(module):
-            codec = codec_for_kind(module)
-            if describe:
-                codec.describe(node, path)
-            tensors[path] = node
-            kinds[path] = codec.kind
-            return {"tensor": codec.kind}
-        raise _unstorable(node, path)
+        codec = _LEAF_CODECS.get(kind)
+        if codec is None:
+            if isinstance(node, np.generic):
+                arr = np.asarray(node)
+                if describe:
+                    _NUMPY.describe(arr, path)
+                tensors[path] = arr
+                kinds[path] = "numpy"
+                return {"tensor": "numpy", "scalar": True}
+            module = kind.__module__.partition(".")[0]
+            if not has_codec(module):
+                raise _unstorable(node, path)
+            codec = _LEAF_CODECS[kind] = codec_for_kind(module)
+        if describe:
+            codec.describe(node, path)
+        tensors[path] = node
+        kinds[path] = codec.kind
+        return {"tensor": codec.kind}
 
     skeleton = walk(tree, "")
     return FlatTree(tensors=tensors, skeleton=skeleton, kinds=kinds)
+
+
+def _shared_path(path: str) -> UnsupportedStateError:
+    return UnsupportedStateError(
+        path,
+        "two entries of the state have this key path (a key containing '.' next to a "
+        "nested key, or an int and a str key with the same digits); rename one",
+    )
 
 
 def _unstorable(node: Any, path: str) -> UnsupportedStateError:

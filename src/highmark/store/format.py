@@ -90,7 +90,7 @@ def estimate_size(flat: FlatTree) -> int:
     # No file planning (it builds every header): the data bytes plus generous per-tensor and
     # per-file allowances for headers, alignment padding and the manifest.
     data = sum(int(leaf.nbytes) for leaf in flat.tensors.values())
-    skeleton = len(json.dumps(flat.skeleton))
+    skeleton = len(json.dumps(flat.skeleton, check_circular=False))  # flatten made it: no cycles
     per_tensor = sum(3 * len(name) + 400 for name in flat.tensors)
     files = len({name.partition(".")[0] for name in flat.tensors}) + 1
     return data + skeleton + per_tensor + 200 * files + 4096
