@@ -197,9 +197,10 @@ def tensor_leaves(tree: Any) -> dict[str, tuple[Any, str]]:
             if id(node) in open_containers:
                 raise UnsupportedStateError(path, "the state contains itself (a reference cycle)")
             open_containers.add(id(node))
+            prefix = f"{path}." if path else ""
             pairs = node.items() if kind is dict or kind is OrderedDict else enumerate(node)
             for key, value in pairs:
-                walk(value, f"{path}.{key}" if path else str(key))
+                walk(value, f"{prefix}{key}")
             open_containers.discard(id(node))
             return
         if isinstance(node, np.generic):
@@ -229,16 +230,18 @@ def unflatten(skeleton: Any, tensors: Mapping[str, Any]) -> Any:
     """Rebuild the state tree from its skeleton and its tensors (already of the right kind)."""
 
     def walk(node: Any, path: str) -> Any:
-        if not isinstance(node, dict):
+        if type(node) is not dict:
             return node
         if "tensor" in node:
             leaf = tensors[path]
             return leaf[()] if node.get("scalar") else leaf
-        (tag, body), *_ = node.items()
-        if tag in ("dict", "odict"):
-            pairs = ((key, walk(value, _join(path, key))) for key, value in body)
-            return OrderedDict(pairs) if tag == "odict" else dict(pairs)
-        items = [walk(value, _join(path, i)) for i, value in enumerate(body)]
+        tag, body = next(iter(node.items()))
+        prefix = f"{path}." if path else ""
+        if tag == "dict":
+            return {key: walk(value, f"{prefix}{key}") for key, value in body}
+        if tag == "odict":
+            return OrderedDict([(key, walk(value, f"{prefix}{key}")) for key, value in body])
+        items = [walk(value, f"{prefix}{i}") for i, value in enumerate(body)]
         return tuple(items) if tag == "tuple" else items
 
     return walk(skeleton, "")

@@ -65,7 +65,13 @@ def _targets(into: Any, keys: Sequence[str] | None) -> dict[str, tuple[Any, Leaf
     if into is None:
         return {}
     # Each target is described when it is read into.
-    found = {p: (leaf, codec_for_kind(kind)) for p, (leaf, kind) in tensor_leaves(into).items()}
+    codecs: dict[str, LeafCodec] = {}
+    found = {}
+    for path, (leaf, kind) in tensor_leaves(into).items():
+        codec = codecs.get(kind)
+        if codec is None:
+            codec = codecs[kind] = codec_for_kind(kind)
+        found[path] = (leaf, codec)
     if keys is not None and len(keys) == 1:
         key = keys[0]
         if not any(p == key or p.startswith(key + ".") for p in found):
@@ -181,41 +187,49 @@ def _plan_reads(
     mapped: memoryview | None = None
     can_map = isinstance(f, io.FileIO)
     for t in sorted(wanted, key=lambda t: int(t["data_offsets"][0])):
-        name, dtype, shape = t["name"], t["dtype"], tuple(t["shape"])
+        name = t["name"]
         start = data_start + t["data_offsets"][0]
-        nbytes = _nbytes(t)
         target = targets.get(name)
-        dest, codec = target if target is not None else (None, codec_for_kind(t["kind"]))
-        if mapped is None and can_map and dest is None and nbytes:
+        if target is not None:  # into `into`'s memory: the common case of a resume
+            dest, codec = target
+            have_dtype, have_shape, direct = codec.describe_target(dest, name)
+            if have_dtype != t["dtype"] or list(have_shape) != t["shape"]:
+                raise ConfigError(
+                    f"{name}: the checkpoint holds {t['dtype']}{list(t['shape'])}, "
+                    f"`into` has {have_dtype}{list(have_shape)}"
+                )
+            out[name] = dest
+            if direct is not None:
+                jobs.append(ReadJob(f, rel, start, direct, name, t["xxh3"] if verify else None))
+                continue
+            # A non-contiguous or device tensor: read into a host tensor and checked here,
+            # before the bytes reach `dest`.
+            leaf = codec.empty(have_dtype, have_shape)
+            view = codec.writable_bytes(leaf)
+            assert view is not None
+            _readinto(f, start, view, rel)
+            _check_tensor(view, t, rel, verify)
+            codec.assign(dest, leaf)
+            continue
+        dtype, shape, nbytes = t["dtype"], tuple(t["shape"]), _nbytes(t)
+        codec = codec_for_kind(t["kind"])
+        if mapped is None and can_map and nbytes:
             try:
                 mapped = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY))
             except (OSError, ValueError):  # a filesystem without mmap: read instead
                 can_map = False
-        if mapped is not None and dest is None and nbytes:
+        if mapped is not None and nbytes:
             # Local file, new tensor: a copy-on-write view of the mapped file (zero copy;
             # only the pages of the tensors read are touched).
             window = mapped[start : start + nbytes]
             _check_tensor(window, t, rel, verify)
             out[name] = codec.from_buffer(window, dtype, shape)
             continue
-        direct = None
-        if dest is not None:
-            have_dtype, have_shape, direct = codec.describe_target(dest, name)
-            if have_dtype != dtype or have_shape != shape:
-                raise ConfigError(
-                    f"{name}: the checkpoint holds {dtype}{list(shape)}, "
-                    f"`into` has {have_dtype}{list(have_shape)}"
-                )
-        leaf = dest if direct is not None else codec.empty(dtype, shape)
-        view = direct if direct is not None else codec.writable_bytes(leaf)
+        leaf = codec.empty(dtype, shape)
+        view = codec.writable_bytes(leaf)
         assert view is not None
-        out[name] = dest if dest is not None else leaf
-        if dest is None or leaf is dest:
-            jobs.append(ReadJob(f, rel, start, view, name, t["xxh3"] if verify else None))
-            continue
-        _readinto(f, start, view, rel)
-        _check_tensor(view, t, rel, verify)  # before the bytes reach `dest`
-        codec.assign(dest, leaf)
+        out[name] = leaf
+        jobs.append(ReadJob(f, rel, start, view, name, t["xxh3"] if verify else None))
 
 
 def _check_tensor(view: memoryview, t: Mapping[str, Any], rel: str, verify: bool) -> None:
