@@ -432,6 +432,26 @@ def test_into_with_a_different_shape_names_the_key(storage: Storage) -> None:
         load(storage, into={"m": {"w": torch.zeros(4)}})
 
 
+def test_into_with_a_mismatch_leaves_every_into_tensor_untouched(storage: Storage) -> None:
+    # "a" precedes "b" in the file; "a" is non-contiguous, so it is read into a host tensor
+    # and assigned: that must wait until "b" has been checked too.
+    save(storage, {"m": {"a": torch.randn(3, 4), "b": torch.ones(3)}})
+    a, b = torch.zeros(4, 3).T, torch.zeros(4)
+    with pytest.raises(ConfigError, match=r"m\.b"):
+        load(storage, into={"m": {"a": a, "b": b}})
+    assert not a.any()
+    assert not b.any()
+
+
+def test_a_damaged_tensor_never_reaches_a_non_contiguous_into_tensor(storage: Storage) -> None:
+    save(storage, {"m": {"w": torch.ones(100, 2)}})
+    flip_byte(storage, f"{CKPT}/m.safetensors", 10)
+    dest = torch.zeros(2, 100).T
+    with pytest.raises(CorruptCheckpointError, match=r"m\.w"):
+        load(storage, into={"m": {"w": dest}})
+    assert not dest.any()
+
+
 def test_into_with_a_different_dtype_names_the_key(storage: Storage) -> None:
     save(storage, {"m": {"w": torch.ones(3)}})
     with pytest.raises(ConfigError, match=r"m\.w.*float64"):

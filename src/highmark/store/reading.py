@@ -113,6 +113,7 @@ def read_checkpoint(
         raise ConfigError(f"`into` has tensors the checkpoint does not hold: {extra[:10]}{hint}")
     out: dict[str, Any] = {}
     jobs: list[ReadJob] = []
+    staged: list[_Staged] = []
     with contextlib.ExitStack() as files:  # open until every planned read is done
         for file in manifest["files"]:
             wanted = [t for t in file["tensors"] if t["name"] in kinds]
@@ -120,9 +121,17 @@ def read_checkpoint(
                 rel = checkpoint_path(ckpt_dir, file["name"])
                 f = files.enter_context(_open_checked(storage, rel, file))
                 start = _data_start(f, rel, file, manifest["format"] if verify else 1)
-                _plan_reads(f, rel, start, file, wanted, targets, verify, out, jobs)
-        read_all(jobs)
+                _plan_reads(f, rel, start, file, wanted, targets, verify, out, jobs, staged)
+        # Every `into` tensor matched the checkpoint's: only now do bytes reach them.
+        read_all(jobs + [job for job, *_ in staged])
+        for _, dest, codec, leaf in staged:  # checked: assign them
+            codec.assign(dest, leaf)
     return unflatten(skeleton, out)
+
+
+#: A read into a host tensor that is then assigned to an ``into`` tensor (non-contiguous or
+#: on a device): the job, the destination, its codec and the host tensor.
+_Staged = tuple[ReadJob, Any, LeafCodec, Any]
 
 
 def _nbytes(t: Mapping[str, Any]) -> int:
@@ -176,13 +185,14 @@ def _plan_reads(
     verify: bool,
     out: dict[str, Any],
     jobs: list[ReadJob],
+    staged: list[_Staged],
 ) -> None:
     """Fills ``out`` with the file's wanted tensors: mapped ones at once, read ones as ``jobs``.
 
     A tensor read into ``into``'s memory, or into a new tensor, becomes a :class:`ReadJob`
     (read and checked afterwards, in parallel, by :func:`read_all`); one that must be assigned
-    (``into`` holds a non-contiguous or device tensor) is read and checked here, before it
-    reaches ``into``.
+    (``into`` holds a non-contiguous or device tensor) is ``staged``: read into a host tensor
+    and checked once every ``into`` tensor has been checked, before it reaches ``into``.
     """
     mapped: memoryview | None = None
     can_map = isinstance(f, io.FileIO)
@@ -202,14 +212,12 @@ def _plan_reads(
             if direct is not None:
                 jobs.append(ReadJob(f, rel, start, direct, name, t["xxh3"] if verify else None))
                 continue
-            # A non-contiguous or device tensor: read into a host tensor and checked here,
-            # before the bytes reach `dest`.
+            # A non-contiguous or device tensor: read into a host tensor, assigned later.
             leaf = codec.empty(have_dtype, have_shape)
             view = codec.writable_bytes(leaf)
             assert view is not None
-            _readinto(f, start, view, rel)
-            _check_tensor(view, t, rel, verify)
-            codec.assign(dest, leaf)
+            job = ReadJob(f, rel, start, view, name, t["xxh3"] if verify else None)
+            staged.append((job, dest, codec, leaf))
             continue
         dtype, shape, nbytes = t["dtype"], tuple(t["shape"]), _nbytes(t)
         codec = codec_for_kind(t["kind"])
