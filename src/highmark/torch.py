@@ -144,7 +144,7 @@ def writable_byte_view(t: torch.Tensor) -> memoryview | None:
     """
     if not t.is_cpu or not t.is_contiguous() or t.is_conj() or t.is_neg():
         return None
-    return _host_bytes(t.detach())
+    return _host_bytes(t.detach() if t.requires_grad else t)
 
 
 def fence_hooks(fence: Callable[[], object], objects: Iterable[Any]) -> list[Any]:
@@ -264,17 +264,14 @@ class TorchCodec:
 
     def describe_target(self, leaf: Any, path: str) -> Target:
         # One pass over the attributes a restore needs per tensor (this runs for every tensor
-        # of a restore into a live model, so it avoids describe()'s and detach()'s overhead).
+        # of a restore into a live model, so it skips describe()'s second pass).
         name = _DTYPE_NAMES.get(leaf.dtype) if isinstance(leaf, torch.Tensor) else None
         if name is None or leaf.layout != torch.strided or leaf.is_quantized or leaf.is_nested:
             dtype, shape = self.describe(leaf, path)  # the error, or a first-met dtype
             return dtype, shape, self.writable_bytes(leaf)
-        view = None
-        if leaf.is_cpu and leaf.is_contiguous() and not (leaf.is_conj() or leaf.is_neg()):
-            view = _host_bytes(leaf.detach() if leaf.requires_grad else leaf)
-        elif leaf.is_meta:
+        if leaf.is_meta:
             raise UnsupportedStateError(path, "a meta tensor has no data to store")
-        return name, tuple(leaf.shape), view
+        return name, tuple(leaf.shape), writable_byte_view(leaf)
 
     def assign(self, dest: Any, src: Any) -> None:
         with torch.no_grad():

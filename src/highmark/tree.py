@@ -137,19 +137,14 @@ def flatten(tree: Any, *, describe: bool = True) -> FlatTree:
         return {"list" if kind is list else "tuple": out}
 
     def leaf(node: Any, kind: type, path: str) -> Any:
-        codec = _LEAF_CODECS.get(kind)
-        if codec is None:
-            if isinstance(node, np.generic):
-                arr = np.asarray(node)
-                if describe:
-                    _NUMPY.describe(arr, path)
-                tensors[path] = arr
-                kinds[path] = "numpy"
-                return {"tensor": "numpy", "scalar": True}
-            module = kind.__module__.partition(".")[0]
-            if not has_codec(module):
-                raise _unstorable(node, path)
-            codec = _LEAF_CODECS[kind] = codec_for_kind(module)
+        if isinstance(node, np.generic):
+            arr = np.asarray(node)
+            if describe:
+                _NUMPY.describe(arr, path)
+            tensors[path] = arr
+            kinds[path] = "numpy"
+            return {"tensor": "numpy", "scalar": True}
+        codec = _leaf_codec(node, kind, path)
         if describe:
             codec.describe(node, path)
         tensors[path] = node
@@ -166,6 +161,21 @@ def _shared_path(path: str) -> UnsupportedStateError:
         "two entries of the state have this key path (a key containing '.' next to a "
         "nested key, or an int and a str key with the same digits); rename one",
     )
+
+
+def _leaf_codec(node: Any, kind: type, path: str) -> LeafCodec:
+    """The codec of a tensor leaf of type ``kind`` (not a numpy scalar), looked up once per type.
+
+    Raises:
+        UnsupportedStateError: naming ``path``, when no codec stores values of that type.
+    """
+    codec = _LEAF_CODECS.get(kind)
+    if codec is None:
+        module = kind.__module__.partition(".")[0]
+        if not has_codec(module):
+            raise _unstorable(node, path)
+        codec = _LEAF_CODECS[kind] = codec_for_kind(module)
+    return codec
 
 
 def _unstorable(node: Any, path: str) -> UnsupportedStateError:
@@ -206,10 +216,7 @@ def tensor_leaves(tree: Any) -> dict[str, tuple[Any, str]]:
         if isinstance(node, np.generic):
             leaf, codec_kind = np.asarray(node), "numpy"
         else:
-            codec_kind = kind.__module__.partition(".")[0]
-            if not has_codec(codec_kind):
-                raise _unstorable(node, path)
-            leaf = node
+            leaf, codec_kind = node, _leaf_codec(node, kind, path).kind
         if path in out:
             raise UnsupportedStateError(path, "two tensors of the state have this key path")
         out[path] = (leaf, codec_kind)

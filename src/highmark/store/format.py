@@ -48,7 +48,7 @@ from highmark.store.checks import (
     validate_manifest,
 )
 from highmark.store.layout import plan_files
-from highmark.store.reading import checkpoint_path, open_for_read, read_checkpoint, read_head
+from highmark.store.reading import checkpoint_path, open_checked, read_checkpoint, read_head
 from highmark.tree import FlatTree
 
 __all__ = [
@@ -283,13 +283,8 @@ def verify_checkpoint(
 
 
 def _verify_file(storage: Storage, rel: str, file: Mapping[str, Any], version: int) -> str | None:
-    try:
-        size = storage.size(rel)
-    except FileNotFoundError:
-        return "file is missing"
-    if size != file["size"]:
-        return f"size is {size} bytes, the manifest says {file['size']}"
-    with open_for_read(storage, rel) as f:
+    size = int(file["size"])
+    with open_checked(storage, rel, file) as f:  # missing or resized: raises, named by the caller
         header = read_header(f, size, rel)
         check_header(header, file, rel)
         if version == 1:

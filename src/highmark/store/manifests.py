@@ -19,6 +19,7 @@ from typing import Any
 
 from highmark.store import format as fmt
 from highmark.store.backend import Storage
+from highmark.store.reading import checkpoint_path
 
 __all__ = ["ManifestCache"]
 
@@ -38,7 +39,7 @@ class ManifestCache:
         self._mu = threading.Lock()
 
     def _stamp(self, ckpt_dir: str) -> _Stamp | None:
-        path = self.storage.local_path(f"{ckpt_dir}/{fmt.MANIFEST}")
+        path = self.storage.local_path(checkpoint_path(ckpt_dir, fmt.MANIFEST))
         if path is None:
             return None
         try:

@@ -32,7 +32,7 @@ from highmark.tree import (
     unflatten,
 )
 
-__all__ = ["checkpoint_path", "open_for_read", "read_checkpoint", "read_head"]
+__all__ = ["checkpoint_path", "open_checked", "open_for_read", "read_checkpoint", "read_head"]
 
 
 def checkpoint_path(ckpt_dir: str, name: str) -> str:
@@ -119,9 +119,9 @@ def read_checkpoint(
             wanted = [t for t in file["tensors"] if t["name"] in kinds]
             if wanted:
                 rel = checkpoint_path(ckpt_dir, file["name"])
-                f = files.enter_context(_open_checked(storage, rel, file))
+                f = files.enter_context(open_checked(storage, rel, file))
                 start = _data_start(f, rel, file, manifest["format"] if verify else 1)
-                _plan_reads(f, rel, start, file, wanted, targets, verify, out, jobs, staged)
+                _plan_reads(f, rel, start, wanted, targets, verify, out, jobs, staged)
         # Every `into` tensor matched the checkpoint's: only now do bytes reach them.
         read_all(jobs + [job for job, *_ in staged])
         for _, dest, codec, leaf in staged:  # checked: assign them
@@ -138,8 +138,12 @@ def _nbytes(t: Mapping[str, Any]) -> int:
     return int(t["data_offsets"][1]) - int(t["data_offsets"][0])
 
 
-def _open_checked(storage: Storage, rel: str, file: Mapping[str, Any]) -> BinaryIO:
-    """Opens one of a checkpoint's files after checking that its size is the manifest's."""
+def open_checked(storage: Storage, rel: str, file: Mapping[str, Any]) -> BinaryIO:
+    """Opens one of a checkpoint's files after checking that its size is the manifest's.
+
+    Raises:
+        CorruptCheckpointError: naming ``rel``, when the file is missing or its size differs.
+    """
     try:
         size = storage.size(rel)
     except FileNotFoundError:
@@ -179,7 +183,6 @@ def _plan_reads(
     f: BinaryIO,
     rel: str,
     data_start: int,
-    file: Mapping[str, Any],
     wanted: list[dict[str, Any]],
     targets: Mapping[str, tuple[Any, LeafCodec]],
     verify: bool,
