@@ -7,6 +7,7 @@ session, lazily (only when a test asks for it), on free loopback ports with a te
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,3 +77,25 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
         return LocalStorage(tmp_path / "run")
     loc = _location("s3", request, tmp_path)
     return FsspecStorage(loc.url, loc.storage_options)
+
+
+@pytest.fixture
+def held_copy(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """Holds the background copy of a deferred async save until the returned event is set.
+
+    This only orders a race a test wants to be sure of (a change made before the copy); the
+    copy, the change and its detection are the real ones.
+    """
+    from highmark.store import writer
+
+    release = threading.Event()
+    real = writer._run
+
+    def run(copies: list[Any]) -> None:
+        if copies and threading.current_thread() is not threading.main_thread():
+            release.wait()
+        real(copies)
+
+    monkeypatch.setattr(writer, "_run", run)
+    yield release
+    release.set()

@@ -152,7 +152,9 @@ def fence_hooks(fence: Callable[[], object], objects: Iterable[Any]) -> list[Any
 
     Each optimizer calls ``fence()`` before its step; each module holding buffers (batch-norm
     statistics change in the forward pass) before its forward pass. Other objects get nothing.
-    Returns the hook handles; ``.remove()`` them to undo.
+    A wrapping optimizer that steps an inner one (accelerate's ``AcceleratedOptimizer``, as the
+    Hugging Face Trainer holds it) gets its hook on the inner optimizer, whose step is the one
+    that changes the state. Returns the hook handles; ``.remove()`` them to undo.
     """
 
     def hook(*_: Any) -> None:
@@ -161,7 +163,10 @@ def fence_hooks(fence: Callable[[], object], objects: Iterable[Any]) -> list[Any
     handles: list[Any] = []
     for obj in objects:
         if isinstance(obj, torch.optim.Optimizer):
-            handles.append(obj.register_step_pre_hook(hook))
+            inner: Any = obj
+            while isinstance(getattr(inner, "optimizer", None), torch.optim.Optimizer):
+                inner = inner.optimizer
+            handles.append(inner.register_step_pre_hook(hook))
         elif isinstance(obj, torch.nn.Module) and any(True for _ in obj.buffers()):
             handles.append(obj.register_forward_pre_hook(hook))
     return handles

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +67,8 @@ def test_stops_at_the_same_epoch_as_lightning_early_stopping(
     assert trainer.current_epoch == ref_trainer.current_epoch
 
 
-@pytest.mark.parametrize("async_save", [False, True])
-def test_writes_an_ordinary_highmark_run(run_dir: str, async_save: bool) -> None:
+@pytest.mark.parametrize("async_save", [False, True, "deferred"])
+def test_writes_an_ordinary_highmark_run(run_dir: str, async_save: bool | str) -> None:
     cb = HighmarkCallback(run_dir, patience=2, keep_best=2, keep_last=1, async_save=async_save)
     fit([cb], max_epochs=60)
     info = read_run_info(run_dir)
@@ -81,6 +82,56 @@ def test_writes_an_ordinary_highmark_run(run_dir: str, async_save: bool) -> None
         assert ckpt.best is not None
         assert ckpt.best.step == cb.stopper.best_step
         assert len(ckpt.checkpoints()) <= 3
+
+
+class HoldCopiesUntilTheStepChangedTheWeights(pl.Callback):
+    """Put before the highmark callback: records the weights each save holds, and holds that
+    save's deferred copy until highmark's fence is called or, without a fence, until the next
+    optimizer step has changed the weights (which tears the copy)."""
+
+    def __init__(self, go: threading.Event) -> None:
+        self.go = go
+        self.saved: dict[int, dict[str, torch.Tensor]] = {}
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for optimizer in trainer.optimizers:
+            optimizer.register_step_post_hook(lambda *_: self.go.set())
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.go.clear()  # highmark saves right after this: its copy is held
+        self.saved[trainer.current_epoch] = params(pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.go.set()  # no step follows the last save
+
+
+def release_on_fence(monkeypatch: pytest.MonkeyPatch, go: threading.Event) -> None:
+    """A call of ``CheckpointManager.fence`` lets the held copy go on (then fences as usual)."""
+    fence = CheckpointManager.fence
+
+    def releasing(self: CheckpointManager) -> None:
+        go.set()
+        fence(self)
+
+    monkeypatch.setattr(CheckpointManager, "fence", releasing)
+
+
+def test_deferred_saves_hold_the_optimizer_step_until_the_copy_is_taken(
+    run_dir: str, held_copy: threading.Event, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release_on_fence(monkeypatch, held_copy)
+    hold = HoldCopiesUntilTheStepChangedTheWeights(held_copy)
+    cb = HighmarkCallback(run_dir, patience=50, keep_last=6, async_save="deferred")
+    _, trainer = fit([hold, cb], max_epochs=6)  # a torn copy would raise StateChangedError
+    assert sorted(hold.saved) == list(range(6))
+    with CheckpointManager(run_dir, monitor="val_loss", read_only=True) as ckpt:
+        assert [c.step for c in ckpt.checkpoints()] == list(range(6))
+        for epoch, weights in hold.saved.items():
+            saved = ckpt.restore(epoch, keys=["model"])["model"]
+            for key, value in weights.items():
+                assert torch.equal(saved[key], value), (epoch, key)
+    for optimizer in trainer.optimizers:  # the fence hooks went with the fit
+        assert not optimizer._optimizer_step_pre_hooks
 
 
 def test_restores_the_best_weights_at_the_end_of_fit(run_dir: str) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from transformers import TrainerCallback
 
 from highmark.history import read_history, read_run_info
 from highmark.integrations.transformers import HighmarkCallback
@@ -19,9 +21,12 @@ ex = load_example("transformers_tiny")
 # The toy curve: evaluations every 4 steps, eval_loss lowest at step 4, rising after it.
 
 
-def train(callback: HighmarkCallback, max_steps: int, tmp_path: Path) -> tuple[Any, Any]:
+def train(
+    callback: HighmarkCallback, max_steps: int, tmp_path: Path, before: Any = None
+) -> tuple[Any, Any]:
     model = ex.make_model()
-    trainer = ex.make_trainer(model, [callback], max_steps, str(tmp_path / "hf-out"))
+    callbacks = [callback] if before is None else [before, callback]
+    trainer = ex.make_trainer(model, callbacks, max_steps, str(tmp_path / "hf-out"))
     trainer.train()
     return model, trainer
 
@@ -53,6 +58,53 @@ def test_keeps_the_best_checkpoint_and_ends_on_the_best_model(run_dir: str, tmp_
     assert set(saved) >= {"model", "optimizer", "scheduler", "stopper"}
     for key, value in model.state_dict().items():
         assert torch.equal(value, saved["model"][key]), key
+
+
+class HoldCopiesUntilTheStepChangedTheWeights(TrainerCallback):  # type: ignore[misc]
+    """Put before the highmark callback: records the weights each save holds, and holds that
+    save's deferred copy until highmark's fence is called (the model holds buffers: at the
+    next forward pass) or, without a fence, until the next optimizer step has changed the
+    weights (which tears the copy). The Trainer's optimizer is accelerate's wrapper: the step
+    that changes the weights is its inner optimizer's."""
+
+    def __init__(self, go: threading.Event) -> None:
+        self.go = go
+        self.saved: dict[int, dict[str, torch.Tensor]] = {}
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        kwargs["optimizer"].optimizer.register_step_post_hook(lambda *_: self.go.set())
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.go.clear()  # highmark saves right after this: its copy is held
+        model = kwargs["model"]
+        self.saved[state.global_step] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.go.set()  # no step follows the last save
+
+
+def test_deferred_saves_hold_the_next_step_until_the_copy_is_taken(
+    run_dir: str, tmp_path: Path, held_copy: threading.Event, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fence = CheckpointManager.fence
+
+    def releasing(self: CheckpointManager) -> None:  # a fence lets the held copy go on
+        held_copy.set()
+        fence(self)
+
+    monkeypatch.setattr(CheckpointManager, "fence", releasing)
+    hold = HoldCopiesUntilTheStepChangedTheWeights(held_copy)
+    cb = HighmarkCallback(run_dir, patience=2, keep_last=3, async_save="deferred")
+    model, trainer = train(cb, 60, tmp_path, before=hold)  # a torn copy: StateChangedError
+    assert sorted(hold.saved) == [4, 8, 12]
+    with CheckpointManager(run_dir, monitor="eval_loss", read_only=True) as ckpt:
+        assert [c.step for c in ckpt.checkpoints()] == [4, 8, 12]
+        for step, weights in hold.saved.items():
+            saved = ckpt.restore(step, keys=["model"])["model"]
+            for key, value in weights.items():
+                assert torch.equal(saved[key], value), (step, key)
+    assert not trainer.optimizer.optimizer._optimizer_step_pre_hooks  # the fences went
+    assert not model._forward_pre_hooks
 
 
 def test_resume_continues_the_step_count_and_the_stopper(run_dir: str, tmp_path: Path) -> None:

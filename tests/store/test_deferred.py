@@ -3,8 +3,6 @@ tensor changed before its copy ends is detected and that save dropped, nothing e
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,29 +11,8 @@ import pytest
 import torch
 
 from highmark.errors import ConfigError, StateChangedError
-from highmark.store import writer
 from highmark.store.manager import CheckpointManager
 from highmark.torch import fence_hooks
-
-
-@pytest.fixture
-def held_copy(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
-    """Holds the background copy of a deferred save until the returned event is set.
-
-    This only orders a race the test wants to be sure of (a change made before the copy); the
-    copy, the change and its detection are the real ones.
-    """
-    release = threading.Event()
-    real = writer._run
-
-    def run(copies: list[Any]) -> None:
-        if copies and threading.current_thread() is not threading.main_thread():
-            release.wait()
-        real(copies)
-
-    monkeypatch.setattr(writer, "_run", run)
-    yield release
-    release.set()
 
 
 def state_of(model: torch.nn.Module) -> dict[str, Any]:

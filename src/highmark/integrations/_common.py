@@ -14,7 +14,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from highmark.errors import ConfigError
@@ -109,7 +109,7 @@ class Session:
         keep_best: int,
         keep_last: int,
         keep_every: int | None,
-        async_save: bool,
+        async_save: bool | str,
         restore_best: bool,
         resume: bool,
         storage_options: Mapping[str, Any] | None,
@@ -136,6 +136,7 @@ class Session:
         self.records = 0
         self.steps_run = 0
         self._info: dict[str, Any] = {}
+        self._fences: list[Any] = []  # hook handles of deferred async saves
 
     # -- lifecycle ---------------------------------------------------------------------------
     def open(self) -> None:
@@ -186,6 +187,17 @@ class Session:
         with self.reading() as manager:
             return manager.latest
 
+    def fence(self, objects: Iterable[Any]) -> None:
+        """With ``async_save="deferred"``, makes ``objects`` wait for each save's copy before
+        they change the saved state: optimizers before their step, modules holding buffers
+        before their forward pass (:func:`highmark.torch.fence_hooks`). Undone by :meth:`close`.
+        """
+        if self.manager is None or not self.manager.deferred:
+            return
+        from highmark.torch import fence_hooks  # only the torch-based integrations get here
+
+        self._fences += fence_hooks(self.manager.fence, objects)
+
     def close(self, status: str) -> None:
         """Waits for pending saves, records the final status and releases the run."""
         if self.manager is None:
@@ -194,6 +206,9 @@ class Session:
             self.manager.wait()
             self._write_info(status)
         finally:
+            for handle in self._fences:
+                handle.remove()
+            self._fences.clear()
             self.manager.close()
             self.manager = None
             self.history = None

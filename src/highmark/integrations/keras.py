@@ -80,7 +80,8 @@ class HighmarkCallback(CallbackBase, keras.callbacks.Callback):  # type: ignore[
         keep_best: how many best checkpoints to keep (by ``monitor``).
         keep_last: how many latest checkpoints to keep.
         keep_every: also keep every n-th epoch for good.
-        async_save: write checkpoints in a background thread.
+        async_save: write checkpoints in a background thread. ``"deferred"`` is accepted and
+            is the same here: the variables are snapshotted into numpy arrays before each save.
         restore_best: set the best weights on the model when ``fit`` ends, stopped or not.
         resume: continue from the latest checkpoint of ``directory`` (weights, optimizer
             variables, stopper, epoch).
@@ -100,7 +101,7 @@ class HighmarkCallback(CallbackBase, keras.callbacks.Callback):  # type: ignore[
         keep_best: int = 1,
         keep_last: int = 1,
         keep_every: int | None = None,
-        async_save: bool = False,
+        async_save: bool | str = False,
         restore_best: bool = True,
         resume: bool = True,
         storage_options: Mapping[str, Any] | None = None,

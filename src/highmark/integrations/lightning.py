@@ -47,7 +47,13 @@ class HighmarkCallback(CallbackBase, Callback):  # type: ignore[misc]
         keep_best: how many best checkpoints to keep (by ``monitor``).
         keep_last: how many latest checkpoints to keep.
         keep_every: also keep every n-th checkpoint step for good.
-        async_save: write checkpoints in a background thread.
+        async_save: write checkpoints in a background thread (training waits only for a copy
+            of the state into reused host buffers). ``"deferred"``: the copy runs in the
+            background too; the trainer's optimizers wait for it before their next step, and
+            the module, when it holds buffers, before its next forward pass. Another callback
+            that changes the weights in place between a save and the next step (an EMA or
+            weight-averaging callback) must call ``callback.session.manager.fence()`` first,
+            or that save is dropped with ``highmark.errors.StateChangedError``.
         restore_best: load the best weights into the module when ``fit`` ends.
         resume: continue from the run directory's latest checkpoint (model, optimizers,
             schedulers, loop progress and the stopper) when ``fit`` is called without ``ckpt_path``.
@@ -68,7 +74,7 @@ class HighmarkCallback(CallbackBase, Callback):  # type: ignore[misc]
         keep_best: int = 1,
         keep_last: int = 1,
         keep_every: int | None = None,
-        async_save: bool = False,
+        async_save: bool | str = False,
         restore_best: bool = True,
         resume: bool = True,
         storage_options: Mapping[str, Any] | None = None,
@@ -121,6 +127,7 @@ class HighmarkCallback(CallbackBase, Callback):  # type: ignore[misc]
             self.session.open()
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.session.fence([pl_module, *trainer.optimizers])  # deferred async saves only
         if self._loaded_by_lightning:
             # trainer.fit(ckpt_path=...) restores everything, the stopper included
             if self._history_records >= 0:

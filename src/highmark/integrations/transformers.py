@@ -53,7 +53,13 @@ class HighmarkCallback(CallbackBase, TrainerCallback):  # type: ignore[misc]
         keep_best: how many best checkpoints to keep (by ``monitor``).
         keep_last: how many latest checkpoints to keep.
         keep_every: also keep every checkpoint whose step is a multiple of this, for good.
-        async_save: write checkpoints in a background thread.
+        async_save: write checkpoints in a background thread (training waits only for a copy
+            of the state into reused host buffers). ``"deferred"``: the copy runs in the
+            background too; the optimizer waits for it before its next step, and the model,
+            when it holds buffers, before its next forward pass. Another callback that changes
+            the weights in place between an evaluation and the next step must call
+            ``callback.session.manager.fence()`` first, or that save is dropped with
+            ``highmark.errors.StateChangedError``.
         restore_best: load the best weights into the model when training ends.
         resume: continue from the run directory's latest checkpoint.
         storage_options: passed to fsspec for URLs.
@@ -71,7 +77,7 @@ class HighmarkCallback(CallbackBase, TrainerCallback):  # type: ignore[misc]
         keep_best: int = 1,
         keep_last: int = 1,
         keep_every: int | None = None,
-        async_save: bool = False,
+        async_save: bool | str = False,
         restore_best: bool = True,
         resume: bool = True,
         storage_options: Mapping[str, Any] | None = None,
@@ -102,6 +108,7 @@ class HighmarkCallback(CallbackBase, TrainerCallback):  # type: ignore[misc]
         self.session.budget = state.max_steps
         if state.is_world_process_zero:
             self.session.open()
+            self.session.fence([kwargs["model"], kwargs.get("optimizer")])  # deferred saves only
         if state.global_step > 0:
             return  # the Trainer resumed from its own checkpoint (resume_from_checkpoint)
         resumed = self.session.resume_state()
