@@ -51,7 +51,7 @@ from highmark.store.index import (
     would_be_best,
 )
 from highmark.store.manifests import ManifestCache
-from highmark.store.writer import AsyncWriter, HostSnapshot, add_note
+from highmark.store.writer import BackgroundSaves, add_note
 from highmark.tree import FlatTree, flatten
 
 __all__ = ["CheckpointInfo", "CheckpointManager", "CheckpointStatus", "VerifyReport"]
@@ -120,11 +120,10 @@ class CheckpointManager:
         self.read_only = read_only
         self.async_save = bool(async_save)
         self.deferred = async_save == "deferred"
-        self._snapshot_taken = threading.Event()  # cleared while a deferred copy is pending
-        self._snapshot_taken.set()
         self._protected: dict[int, str] = {}
-        self._writer: AsyncWriter | None = None
-        self._snapshot = HostSnapshot()
+        self._background: BackgroundSaves | None = None
+        if self.async_save:
+            self._background = BackgroundSaves(self.url, deferred=self.deferred)
         self._manifests = ManifestCache(self.storage)
         self._lock: StorageLock | None = None
         self._closed = False
@@ -167,8 +166,7 @@ class CheckpointManager:
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise ConfigError(f"step must be an int >= 0, got {step!r}")
         metrics_, metadata_ = clean_metrics(metrics), clean_metadata(metadata)
-        if self._writer is not None:
-            self._writer.wait()  # back-pressure, and a failed earlier save surfaces here
+        self.wait()  # back-pressure, and a failed earlier save surfaces here
         if step in self._state.entries and not force:
             raise ConfigError(
                 f"{self.url}: step {step} is already saved ({step_dir(step)}); "
@@ -184,32 +182,11 @@ class CheckpointManager:
                 self.url,
             )
         created = time.time()
-        if not self.async_save:
+        if self._background is None:
             return self._write(step, flat, metrics_, metadata_, created)
-        if self._writer is None:
-            self._writer = AsyncWriter(f"highmark-writer {self.url}")
-        if self.deferred:
-            host, copy_rest = self._snapshot.copy_later(flat, step)
-            self._snapshot_taken.clear()
-
-            def job() -> None:
-                try:
-                    copy_rest()  # raises StateChangedError before anything is written
-                finally:
-                    self._snapshot_taken.set()
-                self._write(step, host, metrics_, metadata_, created)
-
-        else:
-            host = self._snapshot.copy(flat)
-
-            def job() -> None:
-                self._write(step, host, metrics_, metadata_, created)
-
-        try:
-            self._writer.submit(job, what=f"step {step} to {self.url}")
-        except BaseException:
-            self._snapshot_taken.set()  # nothing is pending: never leave a fence closed
-            raise
+        self._background.submit(
+            flat, step, lambda host: self._write(step, host, metrics_, metadata_, created)
+        )
         entry = Entry(step, metrics_, metadata_, estimate, created)
         with self._mu:  # the writer thread may be recording the commit right now
             return self._info(entry, best_step=would_be_best(self._state, entry, self.monitor))
@@ -287,12 +264,13 @@ class CheckpointManager:
     def fence(self) -> None:
         """Blocks until the pending save no longer reads the live state (its host copy is
         taken); then the state may change. Immediate unless ``async_save="deferred"``."""
-        self._snapshot_taken.wait()
+        if self._background is not None:
+            self._background.fence()
 
     def wait(self) -> None:
         """Blocks until every pending save is durable; re-raises a failed one."""
-        if self._writer is not None:
-            self._writer.wait()
+        if self._background is not None:
+            self._background.wait()
 
     def _info(self, entry: Entry, best_step: int | None = -1) -> CheckpointInfo:
         best = self._state.best_step if best_step == -1 else best_step
@@ -418,8 +396,8 @@ class CheckpointManager:
             return
         self._closed = True
         try:
-            if self._writer is not None:
-                self._writer.close()
+            if self._background is not None:
+                self._background.close()
         finally:
             self._release_lock()
 

@@ -7,7 +7,8 @@ with a note saying which save failed) at the next :meth:`~AsyncWriter.submit`,
 :meth:`~AsyncWriter.wait` or :meth:`~AsyncWriter.close`. Interpreter exit drains pending jobs.
 
 :class:`HostSnapshot` copies the tensors of a flat tree into host buffers reused from save to
-save, so the caller can keep training while the copy is written.
+save, so the caller can keep training while the copy is written. :class:`BackgroundSaves` puts
+the two together for a manager's async saves, with the copy taken at once or behind a fence.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from highmark.errors import StateChangedError
 from highmark.store.parallel import run_batches, thread_count
 from highmark.tree import FlatTree, LeafCodec, codec_for_kind
 
-__all__ = ["AsyncWriter", "HostSnapshot", "add_note"]
+__all__ = ["AsyncWriter", "BackgroundSaves", "HostSnapshot", "add_note"]
 
 log = logging.getLogger(__name__)
 
@@ -269,3 +270,68 @@ def _copy_batch(copies: list[_Copy]) -> None:
         by_codec.setdefault(c.codec.kind, []).append(c)
     for group in by_codec.values():
         group[0].codec.copy_into([c.buffer for c in group], [c.leaf for c in group])
+
+
+class BackgroundSaves:
+    """A manager's async saves: a snapshot of the state into reused host buffers, then the write
+    on an :class:`AsyncWriter` thread.
+
+    Args:
+        url: Where the saves go (for the thread's name and error notes).
+        deferred: Take the copy of every tensor that counts its in-place writes on the writer
+            thread too (:meth:`HostSnapshot.copy_later`); :meth:`fence` waits for it.
+    """
+
+    def __init__(self, url: str, deferred: bool) -> None:
+        self.url = url
+        self.deferred = deferred
+        self._writer: AsyncWriter | None = None
+        self._snapshot = HostSnapshot()
+        self._taken = threading.Event()  # cleared while a deferred copy is pending
+        self._taken.set()
+
+    def submit(self, flat: FlatTree, step: int, write: Callable[[FlatTree], object]) -> None:
+        """Snapshots ``flat`` and has ``write`` (called with the snapshot) run in the background.
+
+        Waits for a save in flight first: it may still be reading the host buffers this save
+        reuses (and memory never grows with pending saves). A failed earlier save is re-raised.
+        """
+        if self._writer is None:
+            self._writer = AsyncWriter(f"highmark-writer {self.url}")
+        self._writer.wait()
+        if self.deferred:
+            host, copy_rest = self._snapshot.copy_later(flat, step)
+            self._taken.clear()
+
+            def job() -> None:
+                try:
+                    copy_rest()  # raises StateChangedError before anything is written
+                finally:
+                    self._taken.set()
+                write(host)
+
+        else:
+            host = self._snapshot.copy(flat)
+
+            def job() -> None:
+                write(host)
+
+        try:
+            self._writer.submit(job, what=f"step {step} to {self.url}")
+        except BaseException:
+            self._taken.set()  # nothing is pending: never leave a fence closed
+            raise
+
+    def fence(self) -> None:
+        """Blocks until the pending save's host copy is taken (immediate unless deferred)."""
+        self._taken.wait()
+
+    def wait(self) -> None:
+        """Blocks until the pending save is done; re-raises a failed one."""
+        if self._writer is not None:
+            self._writer.wait()
+
+    def close(self) -> None:
+        """Waits for the pending save (re-raising a failure) and stops the thread."""
+        if self._writer is not None:
+            self._writer.close()
