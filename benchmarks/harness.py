@@ -9,6 +9,7 @@ import re
 import shutil
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -39,6 +40,25 @@ def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+@contextmanager
+def python_busy() -> Iterator[None]:
+    """Meanwhile another thread runs pure Python, as a training loop busy in Python code does
+    (data preparation, an environment step): it holds the GIL but at the interpreter's switches."""
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            sum(i * i for i in range(64))
+
+    thread = threading.Thread(target=spin, name="python-busy", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def summarize(samples: list[float]) -> dict[str, Any]:

@@ -3,7 +3,10 @@
 One set of shuffled rounds holds every writer: the raw write limit (new file + fsync of the same
 byte count), highmark's synchronous save, highmark's async save (the time ``save()`` blocks; the
 background write is then awaited outside the measurement), ``torch.save`` + fsync and
-``safetensors.save_file`` + fsync. Best is compared with best, median with median.
+``safetensors.save_file`` + fsync. Best is compared with best, median with median. One more
+case times an async save until it is durable while another thread runs Python, as a training
+loop busy in Python code does: the background write then waits for the GIL after each system
+call.
 """
 
 from __future__ import annotations
@@ -12,9 +15,20 @@ import os
 from typing import Any
 
 from benchmarks import methods
-from benchmarks.harness import Context, interleaved, limit_rows, remove, row, summarize, timed
+from benchmarks.harness import (
+    Context,
+    interleaved,
+    limit_rows,
+    python_busy,
+    remove,
+    row,
+    summarize,
+    timed,
+)
 from benchmarks.limits import state_bytes, write_fsync
 from benchmarks.state import tensors_of
+
+BUSY = "highmark save (async): save + wait, another thread running Python"
 
 
 def run(ctx: Context) -> dict[str, Any]:
@@ -78,6 +92,13 @@ def run(ctx: Context) -> dict[str, Any]:
             asy.prune(last)
             return blocked
 
+        def hm_async_busy() -> float:
+            steps["async"] += 1
+            with python_busy():
+                seconds = timed(lambda: (asy.save(steps["async"], bench.state), asy.wait()))
+            asy.prune(last)
+            return seconds
+
         def hm_deferred() -> float:
             # The copy runs in the background too. "+ fence" is the worst case: the training
             # loop changes the state at once, so it waits for the whole copy right away.
@@ -90,6 +111,7 @@ def run(ctx: Context) -> dict[str, Any]:
 
         cases["highmark save (sync)"] = hm_sync
         cases["highmark save (async): blocking part"] = hm_async
+        cases[BUSY] = hm_async_busy
         cases["highmark save (deferred async): blocking part"] = hm_deferred
 
     res = interleaved(cases, ctx.repeat, label="save", seed=ctx.seed)
@@ -127,6 +149,7 @@ def run(ctx: Context) -> dict[str, Any]:
                 "highmark save (async): save + wait",
                 summarize(total),
             ),
+            row(BUSY, res[BUSY]),
             row(
                 "highmark save (deferred async): blocking part",
                 res["highmark save (deferred async): blocking part"],

@@ -213,7 +213,9 @@ class TorchCodec:
         return name, tuple(leaf.shape)  # torch.Size holds ints
 
     def chunks(self, leaf: Any, max_bytes: int) -> Iterator[memoryview]:
-        t = leaf.detach()
+        # detach() is a dispatched op, which lets go of the GIL: a background save's writer
+        # would wait for it back, per tensor, while the training thread runs Python.
+        t = leaf.detach() if leaf.requires_grad else leaf
         if t.numel() == 0:
             return
         if t.device.type == "cpu" and t.is_contiguous() and not (t.is_conj() or t.is_neg()):
