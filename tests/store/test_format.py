@@ -22,7 +22,6 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 from highmark.errors import ConfigError, CorruptCheckpointError, IncompatibleFormatError
-from highmark.store import format as fmt
 from highmark.store.backend import LocalStorage, MemoryStorage, Storage
 from highmark.store.checks import canonical, hex64
 from highmark.store.format import (
@@ -718,14 +717,6 @@ def test_numpy_only_checkpoint_never_imports_torch() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-@pytest.mark.parametrize("size", [0, 1, 65535, 65536, 65537, 3 * 65536 + 5])
-def test_hashing_in_pieces_gives_the_one_shot_digest(size: int) -> None:
-    data = np.random.default_rng(size).integers(0, 255, size=size, dtype=np.uint8)
-    hasher = xxhash.xxh3_64()
-    fmt._hash_holding_gil(hasher, memoryview(data))
-    assert hasher.intdigest() == xxhash.xxh3_64_intdigest(data.tobytes())
-
-
 def test_a_saved_tensor_that_requires_grad_is_written_whole(tmp_path: Path) -> None:
     weight = torch.nn.Parameter(torch.randn(300, 70))  # chunks() must not need detach() here
     storage = LocalStorage(tmp_path / "run")
@@ -734,26 +725,3 @@ def test_a_saved_tensor_that_requires_grad_is_written_whole(tmp_path: Path) -> N
     back = read_checkpoint(storage, "ck", manifest)
     assert torch.equal(back["w"], weight.detach())
     assert torch.equal(back["b"], torch.arange(5.0))
-
-
-def test_a_background_write_gives_the_same_files(tmp_path: Path) -> None:
-    rng = np.random.default_rng(3)
-    state = {
-        "model": {
-            f"w{i}": torch.from_numpy(rng.standard_normal(n))
-            for i, n in enumerate([0, 1, 1000, 70_000, 3 << 20])
-        },
-        "opt": {"t": torch.arange(12, dtype=torch.int16).reshape(3, 4).t(), "n": np.ones(5)},
-    }
-    flat = flatten(state)
-    written = {}
-    for background in (False, True):
-        storage = LocalStorage(tmp_path / str(background))
-        write_checkpoint(
-            storage, "ck", flat, step=1, metrics={}, metadata={}, created=0.0,
-            background=background,
-        )  # fmt: skip
-        root = tmp_path / str(background) / "ck"
-        written[background] = {p.name: p.read_bytes() for p in sorted(root.iterdir())}
-    assert written[True] == written[False]
-    assert {"model.safetensors", "opt.safetensors", MANIFEST} <= set(written[True])

@@ -49,7 +49,6 @@ from highmark.store.checks import (
 )
 from highmark.store.layout import plan_files
 from highmark.store.reading import checkpoint_path, open_checked, read_checkpoint, read_head
-from highmark.store.streaming import GatheredWrites
 from highmark.tree import FlatTree
 
 __all__ = [
@@ -86,21 +85,6 @@ def _check_json(name: str, value: Any) -> None:
         raise ConfigError(f"{name} must be JSON-serialisable: {exc}") from None
 
 
-#: xxhash lets go of the GIL for an input over 64 KiB (python-xxhash 4.x): hashed in pieces of
-#: this size, a background save hashes a tensor without waiting to get the GIL back.
-_HASH_PIECE = 1 << 16
-
-
-def _hash_holding_gil(hasher: Any, view: memoryview) -> None:
-    """``hasher.update(view)``, in pieces small enough that the GIL is kept throughout."""
-    if len(view) <= _HASH_PIECE:
-        hasher.update(view)
-        return
-    view = view.cast("B") if view.format != "B" or view.ndim != 1 else view
-    for start in range(0, len(view), _HASH_PIECE):
-        hasher.update(view[start : start + _HASH_PIECE])
-
-
 def estimate_size(flat: FlatTree) -> int:
     """The bytes :func:`write_checkpoint` will write for ``flat`` (a close upper bound)."""
     # No file planning (it builds every header): the data bytes plus generous per-tensor and
@@ -121,19 +105,11 @@ def write_checkpoint(
     metrics: dict[str, Any],
     metadata: dict[str, Any],
     created: float,
-    background: bool = False,
 ) -> dict[str, Any]:
     """Write the tensor files of ``flat`` and then ``manifest.json`` into ``ckpt_dir``.
 
     Streams each tensor from its live memory (no copy of the state), hashing as it writes. Does not
     commit: the caller commits the directory. Returns the manifest.
-
-    ``background``: the caller is a background thread while training runs. Every system call
-    lets go of the GIL, and getting it back can take the interpreter's whole switch interval
-    (5 ms) when the training thread runs Python, so the tensors' bytes are gathered into few
-    writes (:class:`~highmark.store.streaming.GatheredWrites`) and hashed in pieces that keep
-    the GIL. In the foreground each tensor is written, then hashed while still in the cache:
-    10-15 % faster on an idle machine.
 
     Raises:
         ConfigError: when step is not a non-negative int, or metrics or metadata are not
@@ -158,23 +134,15 @@ def write_checkpoint(
         tensors = []
         digests = []
         with storage.open_write(rel) as f:
-            out = GatheredWrites(f) if background else None
-            if out is None:
-                f.write(plan.header)
-            else:
-                out.add(plan.header)
+            f.write(plan.header)
             for e in plan.entries:
                 hasher = xxhash.xxh3_64()
                 written = 0
                 for chunk in e.codec.chunks(e.leaf, block):
-                    if out is None:
-                        f.write(chunk)
-                        hasher.update(chunk)
-                    else:
-                        _hash_holding_gil(hasher, chunk)
-                        out.add(chunk)
+                    f.write(chunk)
+                    hasher.update(chunk)
                     written += len(chunk)
-                    del chunk  # a copied block goes once written, before the next one is made
+                    del chunk  # let a copied block go before the next one is made
                 if written != e.nbytes:
                     raise CheckpointError(
                         f"{e.name}: wrote {written} bytes, expected {e.nbytes} "
@@ -191,8 +159,6 @@ def write_checkpoint(
                     }
                 )
                 digests.append(hasher.intdigest())
-            if out is not None:
-                out.flush()
         files.append(
             {
                 "name": plan.name,

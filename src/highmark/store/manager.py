@@ -185,7 +185,7 @@ class CheckpointManager:
         if self._background is None:
             return self._write(step, flat, metrics_, metadata_, created)
         self._background.submit(
-            flat, step, lambda host: self._write(step, host, metrics_, metadata_, created, True)
+            flat, step, lambda host: self._write(step, host, metrics_, metadata_, created)
         )
         entry = Entry(step, metrics_, metadata_, estimate, created)
         with self._mu:  # the writer thread may be recording the commit right now
@@ -193,7 +193,7 @@ class CheckpointManager:
 
     def _write(
         self, step: int, flat: FlatTree, metrics: dict[str, float], metadata: dict[str, Any],
-        created: float, background: bool = False,
+        created: float,
     ) -> CheckpointInfo:  # fmt: skip
         final = step_dir(step)
         if not self.storage.is_local and self.storage.exists(final):
@@ -203,9 +203,7 @@ class CheckpointManager:
         stage = "writing the files"
         try:
             info: dict[str, Any] = {"metrics": metrics, "metadata": metadata, "created": created}
-            manifest = fmt.write_checkpoint(
-                self.storage, staging, flat, step=step, background=background, **info
-            )
+            manifest = fmt.write_checkpoint(self.storage, staging, flat, step=step, **info)
             stage = "committing"
             self.storage.commit_dir(staging, final)
         except BaseException as err:

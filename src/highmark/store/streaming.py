@@ -9,14 +9,6 @@ write + fsync of 1 GB from 0.70 s to 0.43 s and of 100 MB from 0.069 s to 0.042 
 rounds). It changes nothing about durability: the caller still fsyncs before it commits.
 Elsewhere (no ``sync_file_range``, or a filesystem that refuses it) it is a plain unbuffered
 file.
-
-:class:`GatheredWrites` hands a file many buffers (a checkpoint's tensors) in batches of about
-:data:`GATHER_BYTES`, one ``os.writev`` per batch. Every system call lets go of the GIL, and a
-background save's thread then waits to get it back for as long as the interpreter's switch
-interval (5 ms) when the training thread is busy running Python. Writing 100 MB in 212 tensors
-with a thread spinning in Python took 0.84-1.2 s with a call per tensor, 0.38-0.43 s gathered in
-2 MiB batches and 0.25-0.26 s in 8 MiB batches; with the other thread idle, 0.083-0.10 s
-every way.
 """
 
 from __future__ import annotations
@@ -26,13 +18,13 @@ import io
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, BinaryIO
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
-__all__ = ["GATHER_BYTES", "WRITEBACK_BYTES", "GatheredWrites", "StreamingFile"]
+__all__ = ["WRITEBACK_BYTES", "StreamingFile"]
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +32,6 @@ log = logging.getLogger(__name__)
 #: against 8 and 32 MiB on this project's machines).
 WRITEBACK_BYTES = 2 << 20
 _SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of dirty pages in range, don't wait
-#: How many bytes :class:`GatheredWrites` collects for one ``writev``.
-GATHER_BYTES = 8 << 20
-_IOV_MAX = 1024  # Linux's limit on the buffers of one writev
 
 
 def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
@@ -86,21 +75,6 @@ class StreamingFile(io.FileIO):
                 self._start_writeback()
         return total
 
-    def write_views(self, views: Sequence[memoryview]) -> None:
-        """Writes the byte views back to back, with one ``os.writev`` per :data:`_IOV_MAX` views
-        (short writes continue where they stopped), then starts their writeback."""
-        if not hasattr(os, "writev"):  # pragma: no cover - not POSIX
-            for view in views:
-                self.write(view)
-            return
-        pending = list(views)
-        while pending:
-            n = os.writev(self.fileno(), pending[:_IOV_MAX])
-            self._written += n
-            pending = _drop_written(pending, n)
-        if self._written - self._started >= WRITEBACK_BYTES:
-            self._start_writeback()
-
     def _start_writeback(self) -> None:
         if self._writeback is None:
             self._started = self._written
@@ -111,49 +85,3 @@ class StreamingFile(io.FileIO):
             log.debug("%s: sync_file_range refused (%s); writing plainly", self.name, reason)
             self._writeback = None
         self._started = self._written
-
-
-def _drop_written(views: list[memoryview], n: int) -> list[memoryview]:
-    """``views`` without their first ``n`` bytes."""
-    first = 0
-    while first < len(views) and n >= len(views[first]):
-        n -= len(views[first])
-        first += 1
-    rest = views[first:]
-    if n:
-        rest[0] = rest[0][n:]
-    return rest
-
-
-class GatheredWrites:
-    """Collects byte views for ``file`` and writes them in batches of about
-    :data:`GATHER_BYTES`: one ``os.writev`` per batch on a :class:`StreamingFile`, one
-    ``write`` per view on any other file. A view must not change until it is written: at
-    :meth:`flush`, or when its batch fills.
-    """
-
-    def __init__(self, file: BinaryIO) -> None:
-        self.file = file
-        self._views: list[memoryview] = []
-        self._bytes = 0
-
-    def add(self, data: ReadableBuffer) -> None:
-        """Queues ``data`` (written once the batch holds :data:`GATHER_BYTES`)."""
-        view = memoryview(data)
-        if view.format != "B" or view.ndim != 1:
-            view = view.cast("B")
-        if not len(view):
-            return
-        self._views.append(view)
-        self._bytes += len(view)
-        if self._bytes >= GATHER_BYTES:
-            self.flush()
-
-    def flush(self) -> None:
-        """Writes every queued view."""
-        views, self._views, self._bytes = self._views, [], 0
-        if isinstance(self.file, StreamingFile):
-            self.file.write_views(views)
-            return
-        for view in views:
-            self.file.write(view)
