@@ -187,7 +187,7 @@ class Session:
         with self.reading() as manager:
             return manager.latest
 
-    def fence(self, objects: Iterable[Any]) -> None:
+    def install_fences(self, objects: Iterable[Any]) -> None:
         """With ``async_save="deferred"``, makes ``objects`` wait for each save's copy before
         they change the saved state: optimizers before their step, modules holding buffers
         before their forward pass (:func:`highmark.torch.fence_hooks`). Undone by :meth:`close`.

@@ -127,7 +127,7 @@ class HighmarkCallback(CallbackBase, Callback):  # type: ignore[misc]
             self.session.open()
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.session.fence([pl_module, *trainer.optimizers])  # deferred async saves only
+        self.session.install_fences([pl_module, *trainer.optimizers])  # deferred async saves only
         if self._loaded_by_lightning:
             # trainer.fit(ckpt_path=...) restores everything, the stopper included
             if self._history_records >= 0:

@@ -108,7 +108,8 @@ class HighmarkCallback(CallbackBase, TrainerCallback):  # type: ignore[misc]
         self.session.budget = state.max_steps
         if state.is_world_process_zero:
             self.session.open()
-            self.session.fence([kwargs["model"], kwargs.get("optimizer")])  # deferred saves only
+            # deferred async saves only: the next step waits for the save's copy
+            self.session.install_fences([kwargs["model"], kwargs.get("optimizer")])
         if state.global_step > 0:
             return  # the Trainer resumed from its own checkpoint (resume_from_checkpoint)
         resumed = self.session.resume_state()
