@@ -33,6 +33,7 @@ from highmark.store.format import (
     verify_checkpoint,
     write_checkpoint,
 )
+from highmark.store.layout import SMALL_TENSOR
 from highmark.torch import TORCH_CODEC
 from highmark.tree import DTYPES, flatten
 
@@ -245,6 +246,32 @@ def test_headers_are_padded_and_tensors_aligned(local: LocalStorage) -> None:
     header = json.loads(data[8 : 8 + n])
     for name, itemsize in [("m.a", 1), ("m.b", 4), ("m.c", 8)]:
         assert header[name]["data_offsets"][0] % itemsize == 0
+
+
+def test_small_tensors_come_first_within_their_item_size(local: LocalStorage) -> None:
+    big = torch.arange(SMALL_TENSOR // 4 + 1, dtype=torch.float32)  # one float over "small"
+    state = {
+        "m": {
+            "big1": big,
+            "s1": torch.ones(3),
+            "i8": torch.ones(5, dtype=torch.int8),
+            "big2": big * 2,
+            "s2": torch.full((1,), 7.0),
+            "d": torch.ones(2, dtype=torch.float64),
+        }
+    }
+    save(local, state)
+    data = (Path(local.root) / CKPT / "m.safetensors").read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + n])
+    del header["__metadata__"]
+    order = sorted(header, key=lambda name: header[name]["data_offsets"][0])
+    assert order == ["m.d", "m.s1", "m.s2", "m.big1", "m.big2", "m.i8"]
+    for name, itemsize in [("m.d", 8), ("m.s1", 4), ("m.big1", 4), ("m.i8", 1)]:
+        assert header[name]["data_offsets"][0] % itemsize == 0
+    back = read_checkpoint(local, CKPT, read_manifest(local, CKPT))["m"]
+    assert all(torch.equal(back[k], v) for k, v in state["m"].items())
+    assert load_file(str(local.root) + f"/{CKPT}/m.safetensors")["m.s2"].tolist() == [7.0]
 
 
 def test_manifest_is_written_last() -> None:

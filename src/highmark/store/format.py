@@ -47,7 +47,7 @@ from highmark.store.checks import (
     read_header,
     validate_manifest,
 )
-from highmark.store.layout import plan_files
+from highmark.store.layout import SMALL_TENSOR, plan_files
 from highmark.store.reading import checkpoint_path, open_checked, read_checkpoint, read_head
 from highmark.tree import FlatTree
 
@@ -135,11 +135,18 @@ def write_checkpoint(
         digests = []
         with storage.open_write(rel) as f:
             f.write(plan.header)
+            small: list[memoryview] = []  # consecutive small tensors, written with one call
             for e in plan.entries:
                 hasher = xxhash.xxh3_64()
                 written = 0
                 for chunk in e.codec.chunks(e.leaf, block):
-                    f.write(chunk)
+                    if e.nbytes <= SMALL_TENSOR:
+                        small.append(chunk)
+                    else:
+                        if small:
+                            f.write(b"".join(small))
+                            small = []
+                        f.write(chunk)
                     hasher.update(chunk)
                     written += len(chunk)
                     del chunk  # let a copied block go before the next one is made
@@ -159,6 +166,8 @@ def write_checkpoint(
                     }
                 )
                 digests.append(hasher.intdigest())
+            if small:
+                f.write(b"".join(small))
         files.append(
             {
                 "name": plan.name,
