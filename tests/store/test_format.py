@@ -22,6 +22,8 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 from highmark.errors import ConfigError, CorruptCheckpointError, IncompatibleFormatError
+from highmark.store import backend
+from highmark.store import format as fmt
 from highmark.store.backend import LocalStorage, MemoryStorage, Storage
 from highmark.store.checks import canonical, hex64
 from highmark.store.format import (
@@ -34,6 +36,7 @@ from highmark.store.format import (
     write_checkpoint,
 )
 from highmark.store.layout import SMALL_TENSOR
+from highmark.store.streaming import StreamingFile
 from highmark.torch import TORCH_CODEC
 from highmark.tree import DTYPES, flatten
 
@@ -752,3 +755,28 @@ def test_a_saved_tensor_that_requires_grad_is_written_whole(tmp_path: Path) -> N
     back = read_checkpoint(storage, "ck", manifest)
     assert torch.equal(back["w"], weight.detach())
     assert torch.equal(back["b"], torch.arange(5.0))
+
+
+def test_small_tensors_are_written_in_bounded_batches(
+    local: LocalStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Records the size of every write (the bytes written are the real ones): joining the small
+    # tensors must never copy more than a batch at a time, however many there are.
+    sizes: list[int] = []
+
+    class Recording(StreamingFile):
+        def write(self, data: Any, /) -> int:
+            sizes.append(memoryview(data).nbytes)
+            return super().write(data)
+
+    monkeypatch.setattr(backend, "StreamingFile", Recording)
+    n = SMALL_TENSOR // 4  # float32 elements of one small tensor
+    state = {"m": {f"s{i}": torch.full((n,), float(i)) for i in range(40)}}  # 2.5 MiB
+    state["m"]["big"] = torch.arange(n + 1, dtype=torch.float32)
+    save(local, state)
+    small_writes = [s for s in sizes if s > SMALL_TENSOR + 4]
+    assert small_writes
+    assert max(small_writes) <= fmt._SMALL_BATCH + SMALL_TENSOR
+    assert len([s for s in sizes if s >= fmt._SMALL_BATCH]) >= 2  # 2.5 MiB: several batches
+    back = read_checkpoint(local, CKPT, read_manifest(local, CKPT))["m"]
+    assert all(torch.equal(back[k], v) for k, v in state["m"].items())

@@ -67,6 +67,7 @@ MANIFEST = "manifest.json"
 MAX_MANIFEST = 256 << 20
 _COPY_BLOCK = (1 << 20, 16 << 20)  # bounds of a block copied from a non-contiguous/device tensor
 _HASH_BLOCK = 16 << 20  # read size when checksumming a whole file
+_SMALL_BATCH = 1 << 20  # small tensors are written together up to this many bytes at a time
 
 
 # --------------------------------------------------------------------------- manifest encoding
@@ -136,16 +137,19 @@ def write_checkpoint(
         with storage.open_write(rel) as f:
             f.write(plan.header)
             small: list[memoryview] = []  # consecutive small tensors, written with one call
+            small_bytes = 0
             for e in plan.entries:
                 hasher = xxhash.xxh3_64()
                 written = 0
+                large = e.nbytes > SMALL_TENSOR
                 for chunk in e.codec.chunks(e.leaf, block):
-                    if e.nbytes <= SMALL_TENSOR:
+                    if not large:
                         small.append(chunk)
-                    else:
-                        if small:
-                            f.write(b"".join(small))
-                            small = []
+                        small_bytes += len(chunk)
+                    if small and (large or small_bytes >= _SMALL_BATCH):
+                        f.write(b"".join(small))  # at most _SMALL_BATCH + SMALL_TENSOR bytes
+                        small, small_bytes = [], 0
+                    if large:
                         f.write(chunk)
                     hasher.update(chunk)
                     written += len(chunk)
