@@ -51,12 +51,16 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         measured = (
             f"{100 * frac:.1f} % (median), {100 * block['fraction_of_sync_best']:.1f} % (best)"
         )
-        copy = _rows(results, "limits").get("copy into reused buffers")
+        limits = _rows(results, "limits")
         sync = _rows(results, "async").get("highmark save (sync)")
-        if copy and sync:
-            measured += (
-                f"; floor (copy into reused buffers) {100 * copy['min'] / sync['min']:.1f} %"
-            )
+        for name, label in (
+            ("copy into reused buffers", "floor (copy into reused buffers, 1 thread)"),
+            ("copy into reused buffers, 2 threads", "2 threads"),
+            ("copy as one buffer (one memmove)", "one memmove of all bytes"),
+            ("copy as one buffer, 2 threads (a memmove each)", "two memmoves on 2 threads"),
+        ):
+            if name in limits and sync:
+                measured += f"; {label} {100 * limits[name]['min'] / sync['min']:.1f} %"
         out.append(
             _target(
                 "Async save blocks <= 15 % of the synchronous save time (async_save=True: "
