@@ -22,7 +22,6 @@ from highmark.torch import (
     dtype_from_name,
     dtype_from_safetensors,
     dtype_name,
-    one_thread,
     restore_rng,
     safetensors_dtype,
     writable_byte_view,
@@ -214,13 +213,6 @@ def test_copy_into_copies_one_at_a_time_on_a_torch_without_batched_copies(
 
 def test_codec_for_kind_torch_is_the_torch_codec() -> None:
     assert codec_for_kind("torch") is TORCH_CODEC
-
-
-def test_one_thread_restores_the_thread_count() -> None:
-    before = torch.get_num_threads()
-    with one_thread():
-        assert torch.get_num_threads() == 1
-    assert torch.get_num_threads() == before
 
 
 def draws() -> tuple[float, float, float, float]:

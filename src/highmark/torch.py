@@ -7,7 +7,6 @@ torch until a torch tensor is saved or restored.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import warnings
@@ -31,7 +30,6 @@ __all__ = [
     "dtype_from_safetensors",
     "dtype_name",
     "fence_hooks",
-    "one_thread",
     "restore_rng",
     "safetensors_dtype",
     "writable_byte_view",
@@ -170,21 +168,6 @@ def fence_hooks(fence: Callable[[], object], objects: Iterable[Any]) -> list[Any
         elif isinstance(obj, torch.nn.Module) and any(True for _ in obj.buffers()):
             handles.append(obj.register_forward_pre_hook(hook))
     return handles
-
-
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """Run host copies with one torch thread (two threads were once 20x slower here), then
-    restore the previous thread count."""
-    before = torch.get_num_threads()
-    if before == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class TorchCodec:
