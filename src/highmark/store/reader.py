@@ -11,8 +11,11 @@ then hashing, each tensor.
 
 The threads are :mod:`highmark.store.parallel`'s; the reads start once all are planned.
 
-Local files are read with ``os.preadv`` (positional, so the threads share one descriptor).
-Anything else (an fsspec file) is read by the caller's thread alone, with seek + readinto.
+Local files are read with ``os.preadv`` (positional, so the threads share one descriptor). Small
+tensors (64 KiB or less) that lie next to each other, as a save lays them out, are read with one
+``preadv`` into all their buffers and then hashed one by one: the 155 small tensors of the
+benchmark's 100 MB state take 2 calls instead of 155 (0.33 -> 0.10 ms, best of rounds). Anything
+else (an fsspec file) is read by the caller's thread alone, with seek + readinto.
 """
 
 from __future__ import annotations
@@ -26,12 +29,16 @@ from typing import Any, BinaryIO, cast
 import xxhash
 
 from highmark.errors import CorruptCheckpointError
+from highmark.store.layout import SMALL_TENSOR
 from highmark.store.parallel import run_in_groups, thread_count
 
 __all__ = ["CHUNK_BYTES", "ReadJob", "read_all"]
 
 #: The piece a tensor is read and hashed in: small enough to be hashed from the core's cache.
 CHUNK_BYTES = 1 << 20
+#: At most this many small tensors (:data:`~highmark.store.layout.SMALL_TENSOR`) are read with
+#: one call, and at most :data:`CHUNK_BYTES` (``IOV_MAX`` is 1024 on Linux).
+JOIN_COUNT = 512
 
 
 @dataclass
@@ -73,14 +80,67 @@ def _fill(job: ReadJob) -> None:
         raise CorruptCheckpointError(job.rel, f"checksum mismatch in tensor {job.name!r}")
 
 
+def _fill_joined(jobs: list[ReadJob]) -> None:
+    """Reads jobs whose bytes follow each other in one file with one ``preadv``, then checks
+    each; a single job is read by :func:`_fill`."""
+    if len(jobs) == 1:
+        _fill(jobs[0])
+        return
+    first = jobs[0]
+    views = [job.view for job in jobs]
+    if os.preadv(first.file.fileno(), views, first.offset) != sum(len(v) for v in views):
+        for job in jobs:  # a short read: each job on its own says which file is truncated
+            _fill(job)
+        return
+    for job in jobs:
+        if job.xxh3 is not None and xxhash.xxh3_64_hexdigest(job.view) != job.xxh3:
+            raise CorruptCheckpointError(job.rel, f"checksum mismatch in tensor {job.name!r}")
+
+
+def _joined(jobs: Sequence[ReadJob]) -> list[list[ReadJob]]:
+    """The jobs in order, runs of small ones joined: each small job's bytes right after the
+    previous one's in the same file, at most :data:`CHUNK_BYTES` and :data:`JOIN_COUNT` a run."""
+    out: list[list[ReadJob]] = []
+    run: list[ReadJob] = []
+    run_bytes = 0
+    for job in jobs:
+        size = len(job.view)
+        if size > SMALL_TENSOR:  # a large job stays alone
+            if run:
+                out.append(run)
+                run, run_bytes = [], 0
+            out.append([job])
+            continue
+        if run and (
+            job.file is not run[-1].file
+            or job.offset != run[-1].offset + len(run[-1].view)
+            or run_bytes + size > CHUNK_BYTES
+            or len(run) >= JOIN_COUNT
+        ):
+            out.append(run)
+            run, run_bytes = [], 0
+        run.append(job)
+        run_bytes += size
+    if run:
+        out.append(run)
+    return out
+
+
 def read_all(jobs: Sequence[ReadJob]) -> None:
     """Performs every read, in parallel where the files allow; each tensor is hashed as read.
+
+    On local files, small tensors that lie next to each other (a save writes them together) are
+    read with one system call: a restore of the benchmark state reads its 155 small tensors
+    with a few calls instead of 155.
 
     Raises:
         CorruptCheckpointError: for the first job (in order) whose file is truncated or whose
             bytes do not match their checksum. Other jobs' memory may already be filled.
         OSError: when a read fails.
     """
-    sizes = [len(job.view) for job in jobs]
-    positional = all(_positional(job.file) for job in jobs)
-    run_in_groups(jobs, sizes, _fill, thread_count(sum(sizes)) if positional else 1)
+    if not all(_positional(job.file) for job in jobs):
+        run_in_groups(jobs, [len(job.view) for job in jobs], _fill, 1)
+        return
+    batches = _joined(jobs)
+    sizes = [sum(len(job.view) for job in batch) for batch in batches]
+    run_in_groups(batches, sizes, _fill_joined, thread_count(sum(sizes)))
