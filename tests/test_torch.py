@@ -168,6 +168,29 @@ def test_describe_target_gives_a_view_that_writes_into_a_parameter() -> None:
 @pytest.mark.parametrize(
     "make",
     [
+        lambda: torch.zeros(()),
+        lambda: torch.zeros(0),
+        lambda: torch.zeros(0, 3),
+        lambda: torch.zeros(3, 1).as_strided((3, 1), (1, 7)),  # contiguous, odd size-1 stride
+        lambda: torch.zeros(4, dtype=torch.bfloat16),  # no numpy dtype
+        lambda: torch.zeros(2, 3, requires_grad=True),
+        lambda: torch.zeros(8)[2:6],  # a view with a storage offset
+    ],
+    ids=["0-d", "empty", "empty-2d", "odd-stride", "bfloat16", "requires-grad", "offset"],
+)
+def test_describe_target_views_the_memory_of_any_contiguous_host_tensor(make: Any) -> None:
+    t = make()
+    dtype, shape, view = TORCH_CODEC.describe_target(t, "w")
+    assert (dtype, tuple(shape)) == (dtype_name(t.dtype), tuple(t.shape))
+    assert view is not None
+    assert len(view) == t.numel() * t.element_size()
+    view[:] = bytes(range(1, len(view) + 1))
+    assert bytes(byte_view(t.detach())) == bytes(range(1, len(view) + 1))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
         lambda: torch.zeros(3, 4).T,
         lambda: torch.zeros(2, dtype=torch.complex64).conj(),
         lambda: torch.zeros(2)._neg_view(),

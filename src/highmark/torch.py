@@ -112,6 +112,10 @@ _NUMPY_VIEWABLE = frozenset(
 )  # fmt: skip
 
 
+#: Tensor types whose numpy() is their own memory (a subclass may override it).
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+
+
 def _host_bytes(t: torch.Tensor) -> memoryview:
     """A byte view of a contiguous CPU tensor without autograd, conjugate or negative bits."""
     if t.dtype in _NUMPY_VIEWABLE:
@@ -256,6 +260,15 @@ class TorchCodec:
         # One pass over the attributes a restore needs per tensor (this runs for every tensor
         # of a restore into a live model, so it skips describe()'s second pass).
         name = _DTYPE_NAMES.get(leaf.dtype) if isinstance(leaf, torch.Tensor) else None
+        if name is not None and type(leaf) in _PLAIN and leaf.dtype in _NUMPY_VIEWABLE:
+            # Plain contiguous host memory, the common case, in one step: numpy() refuses every
+            # other tensor (on a device, meta, sparse, nested, requiring grad, with a conjugate
+            # or negative bit) and the cast any layout that is not C-contiguous.
+            try:
+                array = leaf.numpy()
+                return name, array.shape, memoryview(array).cast("B")
+            except (RuntimeError, TypeError, ValueError):
+                pass  # the checks one at a time, below
         if name is None or leaf.layout != torch.strided or leaf.is_quantized or leaf.is_nested:
             dtype, shape = self.describe(leaf, path)  # the error, or a first-met dtype
             return dtype, shape, self.writable_bytes(leaf)
