@@ -203,6 +203,22 @@ def test_describe_target_has_no_view_where_memory_does_not_hold_the_values(make:
     assert (dtype, shape, view) == (dtype_name(t.dtype), tuple(t.shape), None)
 
 
+@pytest.mark.parametrize(
+    ("make", "what"),
+    [
+        (lambda: torch.nested.nested_tensor([torch.ones(2), torch.ones(3)]), "nested"),
+        (lambda: torch.quantize_per_tensor(torch.ones(2), 0.1, 0, torch.qint8), "quantized"),
+        (lambda: torch.eye(2).to_sparse(), "torch.sparse_coo"),
+    ],
+    ids=["nested", "quantized", "sparse"],
+)
+@pytest.mark.filterwarnings("ignore::UserWarning")  # torch's notes on these prototypes
+def test_an_unstorable_tensor_kind_is_named(make: Any, what: str) -> None:
+    with pytest.raises(UnsupportedStateError, match=f"{what} tensors are not storable") as info:
+        TORCH_CODEC.describe(make(), "w.x")
+    assert info.value.path == "w.x"
+
+
 def test_describe_target_refuses_what_describe_refuses() -> None:
     with pytest.raises(UnsupportedStateError, match="meta"):
         TORCH_CODEC.describe_target(torch.empty(2, device="meta"), "m")

@@ -190,7 +190,8 @@ class TorchCodec:
                 path, f"{type(leaf).__module__}.{type(leaf).__qualname__} is not a tensor"
             )
         if leaf.layout != torch.strided or leaf.is_quantized or leaf.is_nested:
-            raise UnsupportedStateError(path, f"{leaf.layout} tensors are not storable")
+            what = "nested" if leaf.is_nested else "quantized" if leaf.is_quantized else leaf.layout
+            raise UnsupportedStateError(path, f"{what} tensors are not storable")
         if leaf.is_meta:
             raise UnsupportedStateError(path, "a meta tensor has no data to store")
         try:
