@@ -84,6 +84,15 @@ def read_mmap(path: str, buf: np.ndarray) -> None:
         del src
 
 
+def on_two_threads(first: Any, second: Any) -> None:
+    """Runs ``second`` on a helper thread while the caller runs ``first``; returns when both are
+    done."""
+    helper = threading.Thread(target=second)
+    helper.start()
+    first()
+    helper.join()
+
+
 def run(ctx: Context) -> dict[str, Any]:
     """Measures the limits; returns the figure's rows."""
     tensors = tensors_of(ctx.bench.state)
@@ -122,30 +131,24 @@ def run(ctx: Context) -> dict[str, Any]:
             break
 
     def copy_reused_two() -> float:
-        def other() -> None:
-            torch._foreach_copy_(reused[half:], tensors[half:])
-
-        def go() -> None:
-            helper = threading.Thread(target=other)
-            helper.start()
-            torch._foreach_copy_(reused[:half], tensors[:half])  # releases the GIL
-            helper.join()
-
-        return timed(go)
+        return timed(
+            lambda: on_two_threads(
+                lambda: torch._foreach_copy_(reused[:half], tensors[:half]),  # without the GIL
+                lambda: torch._foreach_copy_(reused[half:], tensors[half:]),
+            )
+        )
 
     def copy_flat() -> float:
         return timed(lambda: np.copyto(target, buf))  # one memmove of every byte
 
     def copy_flat_two() -> float:
         mid = nbytes // 2
-
-        def go() -> None:
-            helper = threading.Thread(target=np.copyto, args=(target[mid:], buf[mid:]))
-            helper.start()
-            np.copyto(target[:mid], buf[:mid])  # a memmove, without the GIL
-            helper.join()
-
-        return timed(go)
+        return timed(
+            lambda: on_two_threads(
+                lambda: np.copyto(target[:mid], buf[:mid]),  # a memmove, without the GIL
+                lambda: np.copyto(target[mid:], buf[mid:]),
+            )
+        )
 
     def copy_fresh() -> float:
         start = time.perf_counter()
