@@ -26,6 +26,7 @@ __all__ = [
     "Smoothing",
     "as_float",
     "as_monitor",
+    "infer_mode",
     "smoothing_from_config",
 ]
 
@@ -56,6 +57,59 @@ def as_float(value: Any, key: str) -> float:
         return float(value)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"metric {key!r} must be a single number, got {value!r:.80}") from exc
+
+
+# Words that name a metric to maximise or to minimise, matched against the words of a metric
+# name (split at non-letters, lower-cased, trailing digits dropped: "val/mAP50" -> "map").
+MAX_WORDS = frozenset(
+    "acc accuracy auc auroc auprc f1 fbeta fmeasure precision recall map iou miou dice r2 "
+    "bleu rouge rougel rougelsum meteor ndcg mrr hit hits top1 top5 psnr ssim kappa mcc reward return "
+    "sensitivity specificity jaccard".split()
+)
+MIN_WORDS = frozenset(
+    "loss losses error err mse mae rmse mape smape msle rmsle nll ppl perplexity cer wer ter "
+    "crossentropy kld kl logcosh huber hinge distance regret fpr fnr eer time latency".split()
+)
+_PREFIXES = ("val", "valid", "validation", "train", "training", "test", "eval", "dev")
+
+
+def infer_mode(key: str) -> Mode | None:
+    """The direction a metric name implies, or None when the name does not say.
+
+    The name is split into lower-case words at every character that is not a letter or digit,
+    and each word also counts without its trailing digits (``"val/mAP50"`` gives ``map50`` and
+    ``map``).
+    ``"max"`` when some word is in :data:`MAX_WORDS` (accuracy-like: acc, accuracy, auc, f1,
+    precision, recall, map, iou, dice, r2, bleu, rouge...), ``"min"`` when some word is in
+    :data:`MIN_WORDS` (loss- and error-like), None when neither or both match.
+
+    >>> infer_mode("val_accuracy"), infer_mode("val_loss"), infer_mode("mean_squared_error")
+    ('max', 'min', 'min')
+    >>> infer_mode("val/mAP50"), infer_mode("top_k_categorical_accuracy"), infer_mode("lr")
+    ('max', 'max', None)
+    """
+    words = set(_split_words(key))
+    words |= {w.rstrip("0123456789") for w in words}
+    words.difference_update(_PREFIXES)
+    is_max = not words.isdisjoint(MAX_WORDS)
+    is_min = not words.isdisjoint(MIN_WORDS)
+    if is_max == is_min:
+        return None
+    return "max" if is_max else "min"
+
+
+def _split_words(key: str) -> list[str]:
+    out: list[str] = []
+    word = ""
+    for char in key.lower():
+        if char.isascii() and char.isalnum():
+            word += char
+        elif word:
+            out.append(word)
+            word = ""
+    if word:
+        out.append(word)
+    return out
 
 
 def _same(a: float, b: float) -> bool:
