@@ -400,7 +400,7 @@ def test_load_state_dict_names_the_bad_key(change: Any, match: str) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"mode": "auto"}, "mode"),
+        ({"mode": "up"}, "mode"),
         ({"patience": -1}, "patience"),
         ({"patience": 2.5}, "patience"),
         ({"patience": True}, "patience"),

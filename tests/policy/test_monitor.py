@@ -202,7 +202,7 @@ def test_config_round_trips_through_from_config() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"mode": "auto"}, "mode"),
+        ({"mode": "up"}, "mode"),
         ({"min_delta_mode": "pct"}, "min_delta_mode"),
         ({"min_delta": NAN}, "min_delta"),
         ({"min_delta": "0.1"}, "min_delta"),

@@ -79,7 +79,8 @@ class _MonitorCriterion:
     reason: str | None
 
     def __init__(self, monitor: str | Monitor | None, mode: str | None = None) -> None:
-        self._bound = monitor is not None or mode is not None  # else adopt the stopper's
+        # built without a monitor or a mode of its own, it adopts the stopper's Monitor
+        self._bound = monitor is not None or mode not in (None, "auto")
         self.monitor = as_monitor(monitor, mode)
         self.reason = None
         self._count = 0

@@ -7,6 +7,7 @@ retention of checkpoints, so "better" means the same thing everywhere.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -27,6 +28,7 @@ __all__ = [
     "as_float",
     "as_monitor",
     "infer_mode",
+    "resolve_mode",
     "smoothing_from_config",
 ]
 
@@ -60,25 +62,32 @@ def as_float(value: Any, key: str) -> float:
 
 
 # Words that name a metric to maximise or to minimise, matched against the words of a metric
-# name (split at non-letters, lower-cased, trailing digits dropped: "val/mAP50" -> "map").
+# name (split at non-letters and at camelCase humps, lower-cased, trailing digits dropped:
+# "val/mAP50" -> "map", "ap"; "MulticlassAccuracy" -> "accuracy"). Keras' metrics with a
+# direction are all covered (cosine_similarity, r2_score, pearson_correlation: up; hinge,
+# poisson-like losses, kl_divergence: down), and so are the usual Hugging Face and torchmetrics
+# names (eval_exact_match, eval_wer, val_MulticlassF1Score).
 MAX_WORDS = frozenset(
-    "acc accuracy auc auroc auprc f1 fbeta fmeasure precision recall map iou miou dice r2 "
-    "bleu rouge rougel rougelsum meteor ndcg mrr hit hits top1 top5 psnr ssim kappa mcc reward return "
-    "sensitivity specificity jaccard".split()
+    "acc accuracy auc auroc auprc ap f1 fbeta fmeasure precision recall map iou miou dice r2 "  # noqa: SIM905
+    "bleu sacrebleu chrf rouge rougel rougelsum meteor cider spice bertscore exact ndcg mrr "
+    "hit hits top1 top5 psnr ssim kappa mcc reward return sensitivity specificity jaccard "
+    "similarity correlation pearson spearman concordance".split()
 )
 MIN_WORDS = frozenset(
-    "loss losses error err mse mae rmse mape smape msle rmsle nll ppl perplexity cer wer ter "
-    "crossentropy kld kl logcosh huber hinge distance regret fpr fnr eer time latency".split()
+    "loss losses error err mse mae rmse mape smape msle rmsle nll ppl perplexity cer wer ter "  # noqa: SIM905
+    "crossentropy kld kl divergence logcosh huber hinge poisson brier ece fid kid lpips bpd "
+    "bpc distance regret cost fpr fnr eer time latency".split()
 )
 _PREFIXES = ("val", "valid", "validation", "train", "training", "test", "eval", "dev")
+_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")  # "valF1Score" -> "val_F1_Score"
 
 
 def infer_mode(key: str) -> Mode | None:
     """The direction a metric name implies, or None when the name does not say.
 
-    The name is split into lower-case words at every character that is not a letter or digit,
-    and each word also counts without its trailing digits (``"val/mAP50"`` gives ``map50`` and
-    ``map``).
+    The name is split into lower-case words at every character that is not a letter or digit
+    (and, as well, at camelCase humps), and each word also counts without its trailing digits
+    (``"val/mAP50"`` gives ``map50``, ``map``, ``m``, ``ap50`` and ``ap``).
     ``"max"`` when some word is in :data:`MAX_WORDS` (accuracy-like: acc, accuracy, auc, f1,
     precision, recall, map, iou, dice, r2, bleu, rouge...), ``"min"`` when some word is in
     :data:`MIN_WORDS` (loss- and error-like), None when neither or both match.
@@ -88,7 +97,7 @@ def infer_mode(key: str) -> Mode | None:
     >>> infer_mode("val/mAP50"), infer_mode("top_k_categorical_accuracy"), infer_mode("lr")
     ('max', 'max', None)
     """
-    words = set(_split_words(key))
+    words = set(_split_words(key)) | set(_split_words(_HUMP.sub("_", key)))
     words |= {w.rstrip("0123456789") for w in words}
     words.difference_update(_PREFIXES)
     is_max = not words.isdisjoint(MAX_WORDS)
@@ -96,6 +105,34 @@ def infer_mode(key: str) -> Mode | None:
     if is_max == is_min:
         return None
     return "max" if is_max else "min"
+
+
+def resolve_mode(key: str, mode: str) -> Mode:
+    """The mode to use for the metric ``key``: ``mode`` itself, or the inferred one for ``"auto"``.
+
+    ``"auto"`` takes :func:`infer_mode`'s answer (as Keras' ``mode="auto"`` does, with a larger,
+    documented word list); a name it cannot classify is refused rather than guessed.
+
+    >>> resolve_mode("val_acc", "auto"), resolve_mode("val_acc", "min")
+    ('max', 'min')
+
+    Raises:
+        ConfigError: ``mode`` is not ``"min"``, ``"max"`` or ``"auto"``, or it is ``"auto"`` and
+            the name does not say which direction is better.
+    """
+    if mode == "min":
+        return "min"
+    if mode == "max":
+        return "max"
+    if mode != "auto":
+        raise ConfigError(f"mode must be 'min', 'max' or 'auto', got {mode!r}")
+    inferred = infer_mode(key)
+    if inferred is None:
+        raise ConfigError(
+            f"mode='auto' cannot tell from the name {key!r} whether lower or higher is better; "
+            "pass mode='min' (a loss or an error) or mode='max' (an accuracy or a score)"
+        )
+    return inferred
 
 
 def _split_words(key: str) -> list[str]:
@@ -126,11 +163,14 @@ def as_monitor(
 ) -> Monitor:
     """Returns ``monitor`` as a :class:`Monitor`, building one from a key when given a str.
 
-    When a Monitor object is given, the other arguments must be left at their defaults or agree
-    with it (ConfigError otherwise), so two sources never disagree about the comparator.
+    ``mode`` None means ``"auto"``. When a Monitor object is given, ``"auto"`` takes its mode and
+    the other arguments must be left at their defaults or agree with it (ConfigError otherwise),
+    so two sources never disagree about the comparator.
     """
+    if mode is not None and mode not in ("min", "max", "auto"):
+        raise ConfigError(f"mode must be 'min', 'max' or 'auto', got {mode!r}")
     if isinstance(monitor, Monitor):
-        if mode is not None and mode != monitor.mode:
+        if mode not in (None, "auto") and mode != monitor.mode:
             raise ConfigError(f"mode={mode!r} conflicts with the given Monitor's {monitor.mode!r}")
         if min_delta and abs(min_delta) != monitor.min_delta:
             raise ConfigError(f"min_delta={min_delta!r} conflicts with the given Monitor's")
@@ -144,7 +184,7 @@ def as_monitor(
     if monitor is not None and not isinstance(monitor, str):
         raise ConfigError(f"monitor must be a str or a Monitor, got {type(monitor).__name__}")
     return Monitor(
-        monitor or default_key, mode or "min", min_delta, min_delta_mode, smoothing=smoothing
+        monitor or default_key, mode or "auto", min_delta, min_delta_mode, smoothing=smoothing
     )
 
 
@@ -159,7 +199,10 @@ class Monitor:
 
     Args:
         key: The metric name looked up in a metrics mapping.
-        mode: ``"min"`` or ``"max"``.
+        mode: ``"min"``, ``"max"`` or ``"auto"`` (the default): the direction :func:`infer_mode`
+            reads from ``key``; a name it cannot classify raises ConfigError asking for ``mode``.
+            :attr:`mode` and :meth:`config` hold the resolved ``"min"``/``"max"``, never
+            ``"auto"``.
         min_delta: The smallest change that counts as an improvement (its absolute value is used).
         min_delta_mode: ``"abs"`` or ``"rel"`` (a fraction of ``|best|``).
         smoothing: An optional filter (:class:`MovingAverage`, :class:`ExponentialMovingAverage`
@@ -175,15 +218,14 @@ class Monitor:
     def __init__(
         self,
         key: str = "val_loss",
-        mode: str = "min",
+        mode: str = "auto",
         min_delta: float = 0.0,
         min_delta_mode: str = "abs",
         smoothing: Smoothing | Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(key, str) or not key:
             raise ConfigError(f"monitor key must be a non-empty str, got {key!r}")
-        if mode not in ("min", "max"):
-            raise ConfigError(f"mode must be 'min' or 'max', got {mode!r}")
+        resolved = resolve_mode(key, mode)
         if min_delta_mode not in ("abs", "rel"):
             raise ConfigError(f"min_delta_mode must be 'abs' or 'rel', got {min_delta_mode!r}")
         if (
@@ -193,7 +235,7 @@ class Monitor:
         ):
             raise ConfigError(f"min_delta must be a finite number, got {min_delta!r}")
         self.key = key
-        self.mode: Mode = "min" if mode == "min" else "max"
+        self.mode: Mode = resolved
         self.min_delta = abs(float(min_delta))
         self.min_delta_mode = min_delta_mode
         self.smoothing = smoothing_from_config(smoothing)

@@ -41,7 +41,7 @@ class Patience(_MonitorCriterion):
         clock: Callable[[], float] | None = None,
         smoothing: Smoothing | Mapping[str, Any] | None = None,
     ) -> None:
-        own = mode is not None or min_delta != 0 or min_delta_mode != "abs" or smoothing
+        own = mode not in (None, "auto") or min_delta != 0 or min_delta_mode != "abs" or smoothing
         built = as_monitor(monitor, mode, min_delta, min_delta_mode, smoothing)
         super().__init__(built)
         self._bound = monitor is not None or bool(own)

@@ -29,7 +29,11 @@ class ReduceLROnPlateau:
 
     Args:
         optimizer: An object with ``param_groups``; or None when ``initial_lrs`` is given.
-        mode: ``"min"`` or ``"max"`` (default: the Monitor's, else ``"min"``).
+        mode: ``"min"``, ``"max"`` or ``"auto"`` (the default; None means the same): the
+            Monitor's mode when a Monitor is given, else the direction the ``monitor`` name says
+            (see :func:`~highmark.policy.monitor.infer_mode`). The default monitor is
+            ``"val_loss"``, so by default it resolves to ``"min"``, torch's default; a name it
+            cannot classify raises ConfigError asking for ``mode``.
         factor: Multiplier applied at each reduction, ``0 <= factor < 1``.
         patience: Evaluations without improvement tolerated; reduction at ``patience + 1``.
         threshold: Improvement needed to count, as in torch.
@@ -51,7 +55,7 @@ class ReduceLROnPlateau:
     def __init__(
         self,
         optimizer: Any = None,
-        mode: str | None = None,
+        mode: str | None = "auto",
         factor: float = 0.1,
         patience: int = 10,
         threshold: float = 1e-4,

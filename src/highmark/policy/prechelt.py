@@ -59,7 +59,7 @@ def _alpha(value: Any, what: str) -> float:
 
 class _ErrorCriterion(_MonitorCriterion):
     def __init__(self, monitor: str | Monitor | None) -> None:
-        super().__init__(monitor)
+        super().__init__(monitor, "min" if isinstance(monitor, str) else None)  # errors
         self._check_mode()
         self.e_opt = math.inf
 
@@ -152,7 +152,7 @@ class ProgressQuotient(_ErrorCriterion):
         self.strip = _positive_int(strip, f"{self.kind} strip")
         if not isinstance(train_monitor, str) or not train_monitor:
             raise ConfigError(f"train_monitor must be a metric name, got {train_monitor!r}")
-        self.train_monitor = Monitor(train_monitor)
+        self.train_monitor = Monitor(train_monitor, "min")  # a training error, lower is better
         self._train: deque[float] = deque(maxlen=self.strip)
         self.gl: float | None = None
         self.pk: float | None = None

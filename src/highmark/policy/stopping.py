@@ -45,7 +45,12 @@ class EarlyStopping:
 
     Args:
         monitor: The metric key, or a :class:`Monitor` shared with other components.
-        mode: ``"min"`` or ``"max"`` (taken from the Monitor when one is given).
+        mode: ``"min"``, ``"max"`` or ``"auto"`` (the default): the direction the metric's name
+            says (``max`` for accuracy-like names such as acc, auc, f1, precision, recall, map,
+            iou, dice, r2, bleu, rouge; ``min`` for losses and errors; see
+            :func:`~highmark.policy.monitor.infer_mode`); a name it cannot classify raises
+            ConfigError asking for ``mode``. With a Monitor object, ``"auto"`` takes its mode.
+            :meth:`config` and :meth:`state_dict` record the resolved mode.
         patience: Evaluations (or steps/seconds, see ``patience_unit``) without improvement.
         min_delta: Smallest change counted as an improvement (absolute value used).
         min_delta_mode: ``"abs"`` or ``"rel"`` (a fraction of ``|best|``).
@@ -74,7 +79,7 @@ class EarlyStopping:
     def __init__(
         self,
         monitor: str | Monitor = "val_loss",
-        mode: str = "min",
+        mode: str = "auto",
         patience: float = 5,
         min_delta: float = 0.0,
         min_delta_mode: str = "abs",
@@ -90,10 +95,7 @@ class EarlyStopping:
         patience_unit: str = "evaluations",
         clock: Callable[[], float] | None = None,
     ) -> None:
-        if mode not in ("min", "max"):
-            raise ConfigError(f"mode must be 'min' or 'max', got {mode!r}")
-        given_mode = None if isinstance(monitor, Monitor) and mode == "min" else mode
-        self.monitor = as_monitor(monitor, given_mode, min_delta, min_delta_mode, smoothing)
+        self.monitor = as_monitor(monitor, mode, min_delta, min_delta_mode, smoothing)
         self._patience = Patience(
             patience, self.monitor, baseline=baseline, unit=patience_unit, clock=clock
         )
@@ -157,6 +159,11 @@ class EarlyStopping:
     def patience(self) -> float:
         """The patience, in ``patience_unit``."""
         return self._patience.patience
+
+    @property
+    def patience_unit(self) -> str:
+        """What ``patience`` counts: ``"evaluations"``, ``"steps"`` or ``"seconds"``."""
+        return self._patience.unit
 
     @property
     def best(self) -> float:
