@@ -23,16 +23,20 @@ def sgd(lrs: list[float]) -> torch.optim.SGD:
     return torch.optim.SGD(groups)
 
 
-def random_case(rng: random.Random, groups: int) -> dict[str, Any]:
+MODES = [(mode, tm) for mode in ("min", "max") for tm in ("rel", "abs")]
+THRESHOLDS = [0.0, 1e-4, 0.05, 0.25, 1.0, 1.5, 3.0]  # >= 1: improving needs a 2x jump (rel)
+
+
+def random_case(rng: random.Random, groups: int, mode: str, threshold_mode: str) -> dict[str, Any]:
     min_lr: Any = rng.choice([0.0, 1e-3, 0.01])
     if rng.random() < 0.4:
         min_lr = [rng.choice([0.0, 1e-4, 1e-3, 0.02]) for _ in range(groups)]
     return {
-        "mode": rng.choice(["min", "max"]),
+        "mode": mode,
         "factor": rng.choice([0.1, 0.5, 1 / 3, 0.9, 0.0]),
         "patience": rng.randint(0, 4),
-        "threshold": rng.choice([0.0, 1e-4, 0.05, 0.25]),
-        "threshold_mode": rng.choice(["rel", "abs"]),
+        "threshold": rng.choice(THRESHOLDS),
+        "threshold_mode": threshold_mode,
         "cooldown": rng.choice([0, 0, 1, 3]),
         "min_lr": min_lr,
         "eps": rng.choice([1e-8, 0.0, 1e-3]),
@@ -41,19 +45,22 @@ def random_case(rng: random.Random, groups: int) -> dict[str, Any]:
 
 def values_for(rng: random.Random, case: dict[str, Any], n: int) -> list[float]:
     value, out = rng.uniform(0.5, 2.0), []
+    sigma = rng.choice([0.08, 0.08, 0.8])  # large jumps: thresholds >= 1 can be beaten too
     for _ in range(n):
-        value *= math.exp(rng.gauss(0, 0.08)) if rng.random() < 0.8 else 1.0  # some exact ties
+        value *= math.exp(rng.gauss(0, sigma)) if rng.random() < 0.8 else 1.0  # some exact ties
         v = value if case["threshold_mode"] == "rel" else value - 1.5  # abs: negatives too
         out.append(math.nan if rng.random() < 0.03 else v)
     return out
 
 
-def test_same_lr_sequence_as_torch_on_generated_curves() -> None:
-    rng = random.Random(5)
-    reductions = 0
+@pytest.mark.parametrize(("mode", "threshold_mode"), MODES)
+def test_same_lr_sequence_as_torch_on_generated_curves(mode: str, threshold_mode: str) -> None:
+    rng = random.Random(f"{mode}-{threshold_mode}")
+    reductions, big_thresholds = 0, 0
     for _ in range(CURVES):
         lrs = [rng.choice([1.0, 0.1, 0.05, 0.003]) for _ in range(rng.randint(1, 3))]
-        case = random_case(rng, len(lrs))
+        case = random_case(rng, len(lrs), mode, threshold_mode)
+        big_thresholds += case["threshold"] >= 1
         theirs_opt, ours_opt = sgd(lrs), sgd(lrs)
         theirs = torch.optim.lr_scheduler.ReduceLROnPlateau(theirs_opt, **case)
         ours = ReduceLROnPlateau(ours_opt, **case)
@@ -67,10 +74,34 @@ def test_same_lr_sequence_as_torch_on_generated_curves() -> None:
             assert [g["lr"] for g in ours_opt.param_groups] == expected, (case, lrs)
             assert by_setter.lrs == expected, (case, lrs)
             assert ours.lrs == expected
+            assert ours.best == theirs.best or (math.isnan(ours.best) and math.isnan(theirs.best))
             reductions += reduced
         if seen:
             assert seen[-1] == by_setter.lrs
-    assert reductions > CURVES
+    assert reductions > CURVES // 4
+    assert big_thresholds > CURVES // 5
+
+
+def test_max_mode_with_a_threshold_of_one_improves_from_the_start_as_torch() -> None:
+    # the curve: torch keeps lr 0.1; -inf * (1 - 1) = NaN used to make nothing improve
+    opt = sgd([0.1])
+    theirs = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", threshold=1.0, patience=1)
+    ours = ReduceLROnPlateau(initial_lrs=[0.1], mode="max", threshold=1.0, patience=1)
+    lrs = []
+    for v in (1.0, 2.0, 3.0, 4.0):
+        theirs.step(v)
+        ours.step(v)
+        lrs.append(ours.lrs[0])
+    assert lrs == [0.1, 0.1, 0.1, 0.1] == [opt.param_groups[0]["lr"]] * 4
+    assert ours.best == theirs.best == 3.0
+
+
+def test_min_mode_with_a_rel_threshold_of_one_is_logged_as_unable_to_improve(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level("WARNING", logger="highmark.policy.plateau"):
+        ReduceLROnPlateau(initial_lrs=[0.1], mode="min", threshold=1.0)
+    assert "can ever improve" in caplog.text
 
 
 def test_rel_threshold_is_sign_safe_unlike_torch() -> None:

@@ -1,13 +1,15 @@
 """Reduce the learning rate when the monitored value stops improving, without needing torch.
 
 The learning-rate sequence equals ``torch.optim.lr_scheduler.ReduceLROnPlateau``'s for the same
-arguments and values. The one deliberate difference: with ``threshold_mode="rel"`` and a negative
-best value, torch's ``best * (1 - threshold)`` asks for a *worse* value; here the threshold always
-points towards better (``best - threshold * |best|``).
+arguments and values, ``threshold >= 1`` included. The one deliberate difference: with
+``threshold_mode="rel"`` and a finite negative best value, torch's ``best * (1 - threshold)``
+asks for a *worse* value; here the threshold always points towards better
+(``best - threshold * |best|``).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any
@@ -17,6 +19,8 @@ from highmark.policy.criteria import NUM, check_state
 from highmark.policy.monitor import Metrics, Monitor, as_monitor
 
 __all__ = ["ReduceLROnPlateau"]
+
+logger = logging.getLogger(__name__)
 
 Setter = Callable[[list[float]], None]
 
@@ -85,6 +89,13 @@ class ReduceLROnPlateau:
             raise ConfigError(f"threshold must be a finite number >= 0, got {threshold!r}")
         if threshold_mode not in ("rel", "abs"):
             raise ConfigError(f"threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}")
+        if self.mode == "min" and threshold_mode == "rel" and threshold >= 1:
+            logger.warning(
+                "ReduceLROnPlateau(mode='min', threshold_mode='rel', threshold=%g) asks for a drop "
+                "of 100%% or more: no value >= 0 can ever improve, so the rate is reduced every "
+                "patience + 1 evaluations (as torch does); use a threshold < 1 or 'abs'",
+                threshold,
+            )
         if not _num(eps) or eps < 0:
             raise ConfigError(f"eps must be a finite number >= 0, got {eps!r}")
         if setter is not None and not callable(setter):
@@ -150,15 +161,18 @@ class ReduceLROnPlateau:
         )
 
     def is_better(self, a: float, best: float) -> bool:
-        """torch's rule, sign-safe for negative ``best`` in rel mode."""
+        """torch's rule, sign-safe for a finite negative ``best`` in rel mode.
+
+        An infinite ``best`` (the start) takes torch's own product, so in max mode the first
+        finite value improves on ``-inf`` whatever the threshold.
+        """
         t = self.threshold
-        if self.mode == "min":
-            if self.threshold_mode == "abs":
-                return a < best - t
-            return a < best * (1.0 - t if best >= 0 else 1.0 + t)
         if self.threshold_mode == "abs":
-            return a > best + t
-        return a > best * (t + 1.0 if best >= 0 else 1.0 - t)
+            return a < best - t if self.mode == "min" else a > best + t
+        flip = best < 0.0 and best != -math.inf  # a finite negative best: |best| keeps the sign
+        if self.mode == "min":
+            return a < best * (1.0 + t if flip else 1.0 - t)
+        return a > best * (1.0 - t if flip else 1.0 + t)
 
     def step(self, metrics: Metrics) -> bool:
         """Reports one evaluation; returns True when the rates were reduced."""
