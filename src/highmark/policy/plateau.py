@@ -232,8 +232,10 @@ class ReduceLROnPlateau:
             self.setter(list(new_lrs))
 
     def state_dict(self) -> dict[str, Any]:
-        """Returns the JSON-serialisable state (with the rates when there is no optimizer)."""
+        """Returns the JSON-serialisable state: the counters, the rates when there is no
+        optimizer, and the configuration (:meth:`config`), as torch's state carries its own."""
         return {
+            "config": self.config(),
             "best": self.best,
             "num_bad_epochs": self.num_bad_epochs,
             "cooldown_counter": self.cooldown_counter,
@@ -246,9 +248,15 @@ class ReduceLROnPlateau:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restores :meth:`state_dict`; without an optimizer the saved rates go to the setter.
 
+        The configuration in ``state["config"]`` is checked, not applied: a state saved for another
+        monitor key or mode is refused (its ``best`` would mean the opposite), while factor,
+        patience and the other settings are this scheduler's own, as with ``EarlyStopping``.
+        States saved before the configuration was recorded load without that check.
+
         Raises:
-            ConfigError: naming the missing or bad key.
+            ConfigError: naming the missing or bad key, or the differing monitor or mode.
         """
+        self._check_config(state)
         types = {"best": NUM, "num_bad_epochs": int, "cooldown_counter": int, "last_epoch": int}
         check_state(state, "ReduceLROnPlateau", {**types, "reductions": int, "min_lrs": list})
         check_state(state, "ReduceLROnPlateau", {"lrs": (list, type(None))})
@@ -270,6 +278,22 @@ class ReduceLROnPlateau:
             self._own_lrs = [float(x) for x in lrs]
             if self.setter is not None:
                 self.setter(list(self._own_lrs))
+
+    def _check_config(self, state: Any) -> None:
+        saved = state.get("config") if isinstance(state, Mapping) else None
+        if saved is None:
+            return  # a state written before the configuration was recorded
+        if not isinstance(saved, Mapping):
+            raise ConfigError(
+                f"ReduceLROnPlateau state key 'config' has a bad value: {saved!r:.80}"
+            )
+        for key, mine in (("monitor", self.monitor.key), ("mode", self.mode)):
+            if saved.get(key) != mine:
+                raise ConfigError(
+                    f"ReduceLROnPlateau state key 'config.{key}' is {saved.get(key)!r}, this "
+                    f"scheduler's is {mine!r}: the state belongs to another schedule; build the "
+                    f"scheduler with {key}={saved.get(key)!r} or start without the state"
+                )
 
     def config(self) -> dict[str, Any]:
         """Returns the JSON constructor arguments (not the optimizer or setter)."""
