@@ -116,7 +116,7 @@ def test_example_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 
 def test_writes_to_an_fsspec_url(tmp_path: Path) -> None:
     url = f"memory://highmark-keras-{tmp_path.name}/run"
-    cb = HighmarkCallback(url, patience=3)
+    cb = HighmarkCallback(url, patience=3, keep_best=1)
     fit([cb], 2)
     assert [r["step"] for r in read_history(url)] == [0, 1]
     with CheckpointManager(url, monitor="val_loss", read_only=True) as ckpt:

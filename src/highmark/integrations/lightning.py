@@ -25,6 +25,7 @@ from highmark.integrations._common import (
     scalar_metrics,
 )
 from highmark.policy.stopping import EarlyStopping
+from highmark.run.defaults import DEFAULTS
 
 require("lightning", "2.2", "lightning")
 
@@ -41,7 +42,8 @@ class HighmarkCallback(CallbackBase, Callback):  # type: ignore[misc]
     Args:
         directory: run directory, a local path or an fsspec URL.
         monitor: the logged metric the policy watches (``self.log("val_loss", ...)``).
-        mode: ``"min"`` or ``"max"``.
+        mode: ``"min"``, ``"max"`` or ``"auto"`` (from the metric's name; a name that says
+            neither is refused). Every default equals ``Run``'s (``highmark.run.defaults``).
         patience: evaluations without improvement before stopping.
         stopping: a ready ``highmark.EarlyStopping`` instead of the three arguments above.
         keep_best: how many best checkpoints to keep (by ``monitor``).
@@ -66,17 +68,17 @@ class HighmarkCallback(CallbackBase, Callback):  # type: ignore[misc]
     def __init__(
         self,
         directory: str | os.PathLike[str],
-        monitor: str = "val_loss",
-        mode: str = "min",
-        patience: int = 5,
+        monitor: str = DEFAULTS.monitor,
+        mode: str = DEFAULTS.mode,
+        patience: int = DEFAULTS.patience,
         *,
         stopping: EarlyStopping | None = None,
-        keep_best: int = 1,
-        keep_last: int = 1,
-        keep_every: int | None = None,
-        async_save: bool | str = False,
-        restore_best: bool = True,
-        resume: bool = True,
+        keep_best: int = DEFAULTS.keep_best,
+        keep_last: int = DEFAULTS.keep_last,
+        keep_every: int | None = DEFAULTS.keep_every,
+        async_save: bool | str = DEFAULTS.async_save,
+        restore_best: bool = DEFAULTS.restore_best,
+        resume: bool = DEFAULTS.resume,
         storage_options: Mapping[str, Any] | None = None,
         check_on_train_epoch_end: bool | None = None,
         **options: Any,

@@ -30,6 +30,7 @@ from highmark.integrations._common import (
     scalar_metrics,
 )
 from highmark.policy.stopping import EarlyStopping
+from highmark.run.defaults import DEFAULTS
 
 require("transformers", "4.40", "transformers")
 
@@ -47,7 +48,8 @@ class HighmarkCallback(CallbackBase, TrainerCallback):  # type: ignore[misc]
     Args:
         directory: run directory, a local path or an fsspec URL.
         monitor: the evaluation metric the policy watches; ``"loss"`` means ``"eval_loss"``.
-        mode: ``"min"`` or ``"max"``.
+        mode: ``"min"``, ``"max"`` or ``"auto"`` (from the metric's name; a name that says
+            neither is refused). Every default equals ``Run``'s (``highmark.run.defaults``).
         patience: evaluations without improvement before stopping.
         stopping: a ready ``highmark.EarlyStopping`` instead of the three arguments above.
         keep_best: how many best checkpoints to keep (by ``monitor``).
@@ -69,17 +71,17 @@ class HighmarkCallback(CallbackBase, TrainerCallback):  # type: ignore[misc]
     def __init__(
         self,
         directory: str | os.PathLike[str],
-        monitor: str = "eval_loss",
-        mode: str = "min",
-        patience: int = 5,
+        monitor: str = "eval_loss",  # DEFAULTS.monitor with the Trainer's "eval_" prefix
+        mode: str = DEFAULTS.mode,
+        patience: int = DEFAULTS.patience,
         *,
         stopping: EarlyStopping | None = None,
-        keep_best: int = 1,
-        keep_last: int = 1,
-        keep_every: int | None = None,
-        async_save: bool | str = False,
-        restore_best: bool = True,
-        resume: bool = True,
+        keep_best: int = DEFAULTS.keep_best,
+        keep_last: int = DEFAULTS.keep_last,
+        keep_every: int | None = DEFAULTS.keep_every,
+        async_save: bool | str = DEFAULTS.async_save,
+        restore_best: bool = DEFAULTS.restore_best,
+        resume: bool = DEFAULTS.resume,
         storage_options: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> None:

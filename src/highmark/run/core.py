@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from highmark.errors import ConfigError
 from highmark.history import HistoryWriter, metric_value
 from highmark.run import loop, saving, summary
+from highmark.run.defaults import DEFAULTS, build_stopping
 from highmark.run.loader import ResumableLoader
 from highmark.run.saving import _RESERVED
 from highmark.run.signals import SignalCatcher
@@ -57,8 +57,11 @@ class Run:
     Args:
         directory: where checkpoints, ``run.json`` and ``history.jsonl`` go (path or fsspec URL).
         monitor: the metric to watch (ignored when ``stopping`` is given).
-        mode: ``"min"`` or ``"max"``.
-        patience: evaluations without improvement before stopping.
+        mode: ``"min"``, ``"max"`` or ``"auto"``: read from the metric's name (``max`` for
+            accuracy-like names, ``min`` for losses and errors); a name that says neither
+            raises :class:`~highmark.errors.ConfigError` asking for ``mode``.
+        patience: evaluations without improvement before stopping (a warning is logged when it
+            is not smaller than the loop's budget: it could never stop the run).
         stopping: a ready :class:`~highmark.EarlyStopping` instead of the three arguments above
             and ``stopping_kwargs``.
         keep_best: how many best checkpoints to keep.
@@ -82,49 +85,38 @@ class Run:
         handle_signals: save and exit cleanly on SIGTERM / SIGINT / SIGUSR1.
         **stopping_kwargs: any other :class:`~highmark.EarlyStopping` argument (``min_delta``,
             ``baseline``, ``start_from``, ``criteria``, ``lr_schedule``, ...).
+
+    The defaults are those of every ``HighmarkCallback`` (:mod:`highmark.run.defaults` says why).
+
+    Raises:
+        ConfigError: a bad argument or combination, or ``mode="auto"`` with an unclassifiable
+            metric name.
     """
 
     def __init__(
         self,
         directory: str | os.PathLike[str] | Storage,
-        monitor: str = "val_loss",
-        mode: str = "min",
-        patience: int = 10,
+        monitor: str = DEFAULTS.monitor,
+        mode: str = DEFAULTS.mode,
+        patience: int = DEFAULTS.patience,
         *,
         stopping: EarlyStopping | None = None,
-        keep_best: int = 3,
-        keep_last: int = 1,
-        keep_every: int | None = None,
+        keep_best: int = DEFAULTS.keep_best,
+        keep_last: int = DEFAULTS.keep_last,
+        keep_every: int | None = DEFAULTS.keep_every,
         save_every: int | str = 1,
         mtbf: float | None = None,
-        restore_best: bool = True,
-        resume: bool = True,
-        async_save: bool | str = True,
+        restore_best: bool = DEFAULTS.restore_best,
+        resume: bool = DEFAULTS.resume,
+        async_save: bool | str = DEFAULTS.async_save,
         storage_options: Mapping[str, Any] | None = None,
         handle_signals: bool = True,
         **stopping_kwargs: Any,
     ) -> None:
-        from highmark.policy.stopping import EarlyStopping
         from highmark.store.manager import CheckpointManager
 
-        if stopping is not None:
-            if stopping_kwargs or (monitor, mode, patience) != ("val_loss", "min", 10):
-                raise ConfigError(
-                    "give either stopping=EarlyStopping(...) or monitor/mode/patience and other "
-                    "EarlyStopping arguments, not both"
-                )
-            self.stopping = stopping
-        else:
-            self.stopping = EarlyStopping(
-                monitor=monitor, mode=mode, patience=patience, **stopping_kwargs
-            )
-        if save_every == "auto":
-            if mtbf is None or isinstance(mtbf, bool) or not 0 < float(mtbf) < math.inf:
-                raise ConfigError(f'save_every="auto" needs mtbf= in seconds (> 0), got {mtbf!r}')
-        elif isinstance(save_every, bool) or not isinstance(save_every, int) or save_every < 1:
-            raise ConfigError(f'save_every must be an int >= 1 or "auto", got {save_every!r}')
-        elif mtbf is not None:
-            raise ConfigError('mtbf= is only used with save_every="auto"')
+        self.stopping = build_stopping(monitor, mode, patience, stopping, stopping_kwargs)
+        saving.check_save_every(save_every, mtbf)
         self.save_every = save_every
         self.mtbf = None if mtbf is None else float(mtbf)
         self.restore_best = restore_best

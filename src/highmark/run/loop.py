@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from highmark.errors import ConfigError
 from highmark.run import saving
+from highmark.run.defaults import patience_budget_note
 from highmark.run.signals import signal_name
 
 if TYPE_CHECKING:
@@ -34,6 +35,9 @@ def start(run: Run, unit: str, budget: int) -> Iterator[int]:
     if run._closed:
         raise ConfigError("this Run is closed")
     run._unit, run._budget = unit, budget
+    note = patience_budget_note(run.stopping, budget, unit)
+    if note is not None:
+        logger.warning("%s: %s", run.directory, note)
     return _iterate(run, unit, budget)
 
 

@@ -4,19 +4,40 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from highmark.errors import ConfigError
+
 if TYPE_CHECKING:
     from highmark.run.core import Run
 
-__all__ = ["checkpoint_metrics", "checkpoint_state", "due", "restore_best", "save"]
+__all__ = [
+    "check_save_every",
+    "checkpoint_metrics",
+    "checkpoint_state",
+    "due",
+    "restore_best",
+    "save",
+]
 
 logger = logging.getLogger("highmark.run.core")  # one logger name for everything a Run says
 
 _RESERVED = "highmark"
 _STATE_VERSION = 1
+
+
+def check_save_every(save_every: int | str, mtbf: float | None) -> None:
+    """Validates Run's ``save_every`` and ``mtbf`` arguments; ConfigError names the bad one."""
+    if save_every == "auto":
+        if mtbf is None or isinstance(mtbf, bool) or not 0 < float(mtbf) < math.inf:
+            raise ConfigError(f'save_every="auto" needs mtbf= in seconds (> 0), got {mtbf!r}')
+    elif isinstance(save_every, bool) or not isinstance(save_every, int) or save_every < 1:
+        raise ConfigError(f'save_every must be an int >= 1 or "auto", got {save_every!r}')
+    elif mtbf is not None:
+        raise ConfigError('mtbf= is only used with save_every="auto"')
 
 
 def checkpoint_state(run: Run, step: int, partial: bool) -> dict[str, Any]:

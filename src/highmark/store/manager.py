@@ -69,7 +69,7 @@ class CheckpointManager:
         directory: The run directory: a local path or an fsspec URL such as ``s3://bucket/run``.
         monitor: The metric that ranks checkpoints: its name or a
             :class:`~highmark.policy.monitor.Monitor` (pass the stopper's so both agree).
-        mode: ``"min"`` or ``"max"`` when ``monitor`` is a name.
+        mode: ``"min"``, ``"max"`` or ``"auto"`` (read from the name) when ``monitor`` is a name.
         keep_best: Keep the k best checkpoints by ``monitor``.
         keep_last: Keep the n latest checkpoints.
         keep_every: Keep every checkpoint whose step is a multiple of this, for good.
@@ -96,7 +96,7 @@ class CheckpointManager:
         self,
         directory: str | os.PathLike[str] | Storage,
         monitor: str | Monitor | None = None,
-        mode: str = "min",
+        mode: str = "auto",
         keep_best: int | None = 1,
         keep_last: int | None = 1,
         keep_every: int | None = None,
