@@ -63,7 +63,14 @@ def test_errors_subclass_the_builtins_users_catch() -> None:
     assert issubclass(errors.UnsupportedStateError, TypeError)
     assert issubclass(errors.CheckpointNotFoundError, FileNotFoundError)
     assert issubclass(errors.InsufficientSpaceError, OSError)
-    for cls in (errors.CorruptCheckpointError, errors.LockedError, errors.IncompatibleFormatError):
+    assert issubclass(errors.ReadOnlyError, OSError)
+    checkpoint_errors = (
+        errors.CorruptCheckpointError,
+        errors.LockedError,
+        errors.IncompatibleFormatError,
+        errors.ReadOnlyError,
+    )
+    for cls in checkpoint_errors:
         assert issubclass(cls, errors.CheckpointError)
         assert issubclass(cls, errors.HighmarkError)
 
@@ -74,3 +81,14 @@ def test_metric_not_found_lists_the_given_keys() -> None:
     message = str(MetricNotFoundError("val_loss", ["loss", "acc"]))
     assert "val_loss" in message
     assert "'acc', 'loss'" in message
+
+
+def test_read_only_error_keeps_the_errno_and_says_how_to_read_the_run() -> None:
+    import errno
+
+    from highmark.errors import ReadOnlyError
+
+    err = ReadOnlyError("runs/a", OSError(errno.EROFS, "Read-only file system"))
+    assert err.errno == errno.EROFS
+    assert "runs/a is on read-only storage" in str(err)
+    assert "read_only=True" in str(err)

@@ -7,6 +7,8 @@ already catch for that kind of problem (``ValueError``, ``KeyError``,
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Iterable
 
 __all__ = [
@@ -19,6 +21,7 @@ __all__ = [
     "InsufficientSpaceError",
     "LockedError",
     "MetricNotFoundError",
+    "ReadOnlyError",
     "StateChangedError",
     "UnsupportedStateError",
 ]
@@ -79,6 +82,29 @@ class LockedError(CheckpointError):
 
 class InsufficientSpaceError(CheckpointError, OSError):
     """The storage cannot hold the checkpoint about to be written."""
+
+
+class ReadOnlyError(CheckpointError, OSError):
+    """A writer cannot open the run directory: read-only storage, or no permission to write.
+
+    Keeps the ``errno`` of the :class:`OSError` it replaces; says how to read the run anyway.
+    """
+
+    ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+
+    def __init__(self, url: str, cause: OSError) -> None:
+        code = cause.errno if cause.errno is not None else errno.EROFS
+        what = "is on read-only storage" if code == errno.EROFS else "is not writable"
+        super().__init__(
+            code,
+            f"{url} {what} ({os.strerror(code)}): a writer must create its lock file there. "
+            f"To read the run, open it with CheckpointManager({url!r}, read_only=True) or "
+            f"the command line (highmark ls {url}); to train, choose a writable directory",
+        )
+        self.url = url
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 class StateChangedError(CheckpointError):

@@ -74,6 +74,9 @@ class Run:
         restore_best: when the loop ends for any reason after at least one evaluation, load the
             best checkpoint's weights into the tracked model(s).
         resume: continue from the latest intact checkpoint in ``directory`` when there is one.
+            A checkpoint that does not fit the tracked objects raises
+            :class:`~highmark.errors.ConfigError` naming the key and both shapes, and leaves the
+            directory (its ``run.json`` too) as it was.
         async_save: write checkpoints in a background thread (the loop waits only for the copy).
             ``"deferred"``: the copy runs in the background too; the tracked optimizers wait for
             it before their next step, and tracked models with buffers before their next
@@ -91,6 +94,8 @@ class Run:
     Raises:
         ConfigError: a bad argument or combination, or ``mode="auto"`` with an unclassifiable
             metric name.
+        ReadOnlyError: ``directory`` is on read-only storage (``CheckpointManager(directory,
+            read_only=True)`` and the ``highmark`` command line can still read it).
     """
 
     def __init__(
@@ -145,6 +150,7 @@ class Run:
         self._done = 0  # completed epochs (epoch loop) or steps (step loop)
         self._current: int | None = None  # the epoch/step whose body runs now
         self._in_body = False
+        self._began = False  # the loop started (resumed or not) and owns run.json
         self._reported: int | None = None  # the epoch/step reported last
         self._evaluations = 0
         self._batches = 0
@@ -292,7 +298,7 @@ class Run:
         if self._closed:
             return
         try:
-            if self._unit is not None and not self._finished:
+            if self._began and not self._finished:
                 self._finish("interrupted")
         finally:
             self._closed = True
@@ -305,14 +311,8 @@ class Run:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is not None and self._unit is not None and not self._signalled:
-            stopped = issubclass(exc_type, (KeyboardInterrupt, SystemExit))
-            status = "interrupted" if stopped else "failed"
-            if not self._finished:
-                self._finish(status)
-            else:
-                self._status = status
-                self._write_run_info()
+        if exc_type is not None:
+            loop.record_exit(self, exc_type)
         self.close()
 
     # properties

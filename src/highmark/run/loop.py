@@ -21,7 +21,7 @@ from highmark.run.signals import signal_name
 if TYPE_CHECKING:
     from highmark.run.core import Run
 
-__all__ = ["boundary", "finish", "interrupt", "loader_boundary", "start"]
+__all__ = ["boundary", "finish", "interrupt", "loader_boundary", "record_exit", "start"]
 
 logger = logging.getLogger("highmark.run.core")  # one logger name for everything a Run says
 
@@ -44,10 +44,11 @@ def start(run: Run, unit: str, budget: int) -> Iterator[int]:
 def _iterate(run: Run, unit: str, budget: int) -> Iterator[int]:
     try:
         _begin(run)
-    except BaseException:  # nothing ran: leave the directory as it was
+    except BaseException:  # nothing ran: leave the directory (run.json too) as it was
         run._finished = True
         run._signals.uninstall()
         raise
+    run._began = True
     status = "interrupted"
     try:
         while True:
@@ -91,6 +92,23 @@ def _begin(run: Run) -> None:
     if info is None:
         run._history.truncate(0)
     run._write_run_info()
+
+
+def record_exit(run: Run, exc_type: type[BaseException]) -> None:
+    """Records in run.json that the loop ended by an exception (``failed`` or ``interrupted``).
+
+    Nothing is written when the loop never began (its start, e.g. the resume, failed): the
+    directory then keeps the run.json of its earlier sessions untouched.
+    """
+    if not run._began or run._signalled:
+        return
+    stopped = issubclass(exc_type, (KeyboardInterrupt, SystemExit))
+    status = "interrupted" if stopped else "failed"
+    if not run._finished:
+        finish(run, status)
+    else:
+        run._status = status
+        run._write_run_info()
 
 
 def boundary(run: Run) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from highmark.errors import ConfigError
@@ -45,6 +46,62 @@ def _replay_history(run: Run, count: int) -> None:
         run.stopping.update(metrics, step=record["step"])
 
 
+def _shape(value: Any) -> tuple[int, ...] | None:
+    shape = getattr(value, "shape", None)
+    if shape is None or isinstance(value, (int, float)):
+        return None
+    return tuple(int(d) for d in shape)
+
+
+def shape_mismatches(saved: Any, live: Any, path: str) -> list[str]:
+    """Where a saved tensor's shape differs from the live one's: ``"key: [4, 3] vs [2, 3]"``.
+
+    Walks both state trees along the keys they share (nested mappings, lists and tuples).
+    """
+    if isinstance(saved, Mapping) and isinstance(live, Mapping):
+        out: list[str] = []
+        for key in saved:
+            if key in live:
+                out += shape_mismatches(saved[key], live[key], f"{path}.{key}")
+        return out
+    if isinstance(saved, (list, tuple)) and isinstance(live, (list, tuple)):
+        pairs = zip(saved, live, strict=False)
+        return [m for i, (s, v) in enumerate(pairs) for m in shape_mismatches(s, v, f"{path}.{i}")]
+    mine, theirs = _shape(saved), _shape(live)
+    if mine is None or theirs is None or mine == theirs:
+        return []
+    return [f"{path} is {list(mine)} in the checkpoint but {list(theirs)} now"]
+
+
+def _load_tracked(run: Run, state: Mapping[str, Any], step: int) -> None:
+    """Loads each tracked object's state, after checking that every saved tensor fits.
+
+    Raises:
+        ConfigError: a tensor's shape differs (naming the key and both shapes), or an object
+            refuses its state; nothing is loaded when a shape differs.
+    """
+    where = f"{run.directory}: the checkpoint of {run._unit} {step}"
+    advice = (
+        "To continue this run, track the objects it was trained with; to train these from "
+        "scratch, give the Run a new directory (resume=False also refuses a directory that "
+        "holds checkpoints)."
+    )
+    bad = [
+        m
+        for name, obj in run._tracked.items()
+        for m in shape_mismatches(state[name], obj.state_dict(), name)
+    ]
+    if bad:
+        more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+        raise ConfigError(f"{where} does not fit: {'; '.join(bad[:3])}{more}. {advice}")
+    for name, obj in run._tracked.items():
+        try:
+            obj.load_state_dict(state[name])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            why = " ".join(str(exc).split()).rstrip(".")  # torch's message spans lines
+            raise ConfigError(f"{where} does not load into {name!r}: {why}. {advice}") from exc
+
+
 def _clear_stop(run: Run, step: int) -> None:
     run.stopping.continue_after_stop(step)
 
@@ -81,9 +138,8 @@ def resume_run(run: Run) -> dict[str, Any] | None:
     extra = sorted(set(state) - set(run._tracked) - {"highmark"})
     if extra:
         logger.warning("%s: checkpoint state for %s is not tracked; ignored", run.directory, extra)
-    for name, obj in run._tracked.items():
-        obj.load_state_dict(state[name])
     step = int(hm["step"])
+    _load_tracked(run, state, step)
     changed = not _same_policy(hm["policy"], run.stopping.config())
     if changed and run.stopping.lr_schedule is None:
         _replay_history(run, int(hm["history_len"]))

@@ -24,7 +24,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from highmark.__about__ import __version__
-from highmark.errors import ConfigError, CorruptCheckpointError, InsufficientSpaceError
+from highmark.errors import (
+    ConfigError,
+    CorruptCheckpointError,
+    InsufficientSpaceError,
+    ReadOnlyError,
+)
 from highmark.policy.monitor import Monitor
 from highmark.policy.retention import (
     Retention,
@@ -129,9 +134,14 @@ class CheckpointManager:
         self._closed = False
         self._mu = threading.RLock()  # the writer thread updates the index state
         if not read_only:
-            self.storage.makedirs("")
             owner = f"highmark CheckpointManager pid {os.getpid()} on {socket.gethostname()}"
-            self._lock = self.storage.lock(owner)
+            try:
+                self.storage.makedirs("")
+                self._lock = self.storage.lock(owner)
+            except OSError as exc:  # EROFS, EACCES: say how to read it instead
+                if exc.errno not in ReadOnlyError.ERRNOS:
+                    raise
+                raise ReadOnlyError(self.url, exc) from exc
         try:
             self._state = open_index(self.storage, self.monitor, read_only)
         except BaseException:
