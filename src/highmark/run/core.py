@@ -122,11 +122,8 @@ class Run:
 
         self.stopping = build_stopping(monitor, mode, patience, stopping, stopping_kwargs)
         saving.check_save_every(save_every, mtbf)
-        self.save_every = save_every
-        self.mtbf = None if mtbf is None else float(mtbf)
-        self.restore_best = restore_best
-        self.resume = resume
-        self.handle_signals = handle_signals
+        self.save_every, self.mtbf = save_every, None if mtbf is None else float(mtbf)
+        self.restore_best, self.resume, self.handle_signals = restore_best, resume, handle_signals
         self.monitor = self.stopping.monitor
         self.manager: CheckpointManager = CheckpointManager(
             directory,
@@ -152,9 +149,7 @@ class Run:
         self._in_body = False
         self._began = False  # the loop started (resumed or not) and owns run.json
         self._reported: int | None = None  # the epoch/step reported last
-        self._evaluations = 0
-        self._batches = 0
-        self._history_len = 0
+        self._evaluations = self._batches = self._history_len = 0
         self._best_metrics: dict[str, float | None] | None = None
         self._last_metrics: dict[str, float | None] = {}
         self._resume_partial = False  # resumed from a checkpoint taken mid-epoch

@@ -106,6 +106,50 @@ def _clear_stop(run: Run, step: int) -> None:
     run.stopping.continue_after_stop(step)
 
 
+def _decide_continuation(run: Run, hm: dict[str, Any], step: int, changed: bool) -> None:
+    """Whether a run that had stopped (or used up its budget) continues in this session.
+
+    Only a larger budget or a changed stopping policy continues it; otherwise the loop ends at
+    once and the summary says the run was already over.
+    """
+    budget, old_budget = run._budget or 0, int(hm["budget"] or 0)
+    unit = run._unit
+    if run.stopping.should_stop:
+        if budget > old_budget or changed:
+            why = (
+                f"budget raised from {old_budget} to {budget} {unit}s"
+                if budget > old_budget
+                else "the stopping policy changed"
+            )
+            run._continued = f"continued after it had stopped ({why})"
+            _clear_stop(run, max(step, 0))
+            logger.info("%s: the run had stopped; %s", run.directory, run._continued)
+        else:
+            run._already_over = f"had already stopped at {unit} {run.stopping.stopped_step}"
+            logger.info(
+                "%s: the run %s (%s); nothing to do. Pass a larger max_%ss or a new stopping "
+                "policy to continue it.",
+                run.directory,
+                run._already_over,
+                run.stopping.reason,
+                unit,
+            )
+    elif changed:
+        run._continued = "continued with a changed stopping policy"
+    elif run._done >= old_budget and budget > old_budget:
+        run._continued = (
+            f"continued after its budget ran out (raised from {old_budget} to {budget})"
+        )
+    if not run.stopping.should_stop and run._done >= budget:
+        run._already_over = f"had already run its budget of {budget} {unit}s"
+        logger.info(
+            "%s: the run %s; pass a larger max_%ss to continue.",
+            run.directory,
+            run._already_over,
+            unit,
+        )
+
+
 def resume_run(run: Run) -> dict[str, Any] | None:
     """Restores ``run`` from the latest intact checkpoint; returns its run state or None.
 
@@ -159,42 +203,7 @@ def resume_run(run: Run) -> dict[str, Any] | None:
             run._loader_states[name] = loader_state
     run._history.truncate(run._history_len)
 
-    budget, old_budget = run._budget or 0, int(hm["budget"] or 0)
-    unit = run._unit
-    if run.stopping.should_stop:
-        if budget > old_budget or changed:
-            why = (
-                f"budget raised from {old_budget} to {budget} {unit}s"
-                if budget > old_budget
-                else "the stopping policy changed"
-            )
-            run._continued = f"continued after it had stopped ({why})"
-            _clear_stop(run, max(step, 0))
-            logger.info("%s: the run had stopped; %s", run.directory, run._continued)
-        else:
-            run._already_over = f"had already stopped at {unit} {run.stopping.stopped_step}"
-            logger.info(
-                "%s: the run %s (%s); nothing to do. Pass a larger max_%ss or a new stopping "
-                "policy to continue it.",
-                run.directory,
-                run._already_over,
-                run.stopping.reason,
-                unit,
-            )
-    elif changed:
-        run._continued = "continued with a changed stopping policy"
-    elif run._done >= old_budget and budget > old_budget:
-        run._continued = (
-            f"continued after its budget ran out (raised from {old_budget} to {budget})"
-        )
-    if not run.stopping.should_stop and run._done >= budget:
-        run._already_over = f"had already run its budget of {budget} {unit}s"
-        logger.info(
-            "%s: the run %s; pass a larger max_%ss to continue.",
-            run.directory,
-            run._already_over,
-            unit,
-        )
+    _decide_continuation(run, hm, step, changed)
 
     previous = _previous_info(run) or {}
     run._wall_before = float(previous.get("wall_time") or 0.0)
@@ -208,5 +217,5 @@ def resume_run(run: Run) -> dict[str, Any] | None:
     if best is not None and best != step:
         manager.protect(best, "the stopper's best")
     restore_rng(hm["rng"])
-    logger.info("%s: resumed from the checkpoint of %s %d", run.directory, unit, step)
+    logger.info("%s: resumed from the checkpoint of %s %d", run.directory, run._unit, step)
     return hm
