@@ -21,10 +21,10 @@
     study.optimize(objective, n_trials=50)
     state = best_checkpoint(study, "runs/study")  # the best model of the best trial
 
-``best_checkpoint`` falls back to the best checkpoint among pruned trials (with a warning) when no
-trial completed. Each trial's reported values drive its own copy of the policy. The copy is rebuilt from
+Each trial's reported values drive its own copy of the policy. The copy is rebuilt from
 ``trial.intermediate_values`` (the in-memory copy is only a cache, checked against them), so the
-pruner gives the same answers with a shared storage and many workers.
+pruner gives the same answers with a shared storage and many workers. ``best_checkpoint`` falls
+back to the best checkpoint among the pruned trials (with a warning) when no trial completed.
 """
 
 from __future__ import annotations
