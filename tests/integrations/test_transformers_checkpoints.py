@@ -7,6 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from highmark.criteria import MaxSteps
+from highmark.errors import ConfigError
 from highmark.history import read_history
 from highmark.integrations.transformers import HighmarkCallback
 from highmark.store.manager import CheckpointManager
@@ -129,3 +133,26 @@ def test_restore_callback_states_rebuilds_the_callback_with_its_stopper(
     assert rebuilt.stopper.monitor.min_delta == 0.001
     assert rebuilt.stopper.stopped_step == 12
     assert trainer.state.global_step == 12
+
+
+def test_restore_callback_states_cannot_rebuild_criteria_and_says_so(
+    run_dir: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "hf"
+    train(HighmarkCallback(run_dir, patience=2, criteria=[MaxSteps(100)]), 8, out)
+    given = HighmarkCallback(run_dir, patience=2, criteria=[MaxSteps(100)])
+    with pytest.raises(ConfigError, match="criteria"):
+        train(
+            given, 60, out, str(out / "checkpoint-8"), restore_callback_states_from_checkpoint=True
+        )
+
+
+def test_without_restore_callback_states_criteria_continue(run_dir: str, tmp_path: Path) -> None:
+    out = tmp_path / "hf"
+    train(HighmarkCallback(run_dir, patience=2, criteria=[MaxSteps(100)]), 8, out)
+    given = HighmarkCallback(run_dir, patience=2, criteria=[MaxSteps(100)])
+    train(given, 60, out, str(out / "checkpoint-8"))
+    assert given.stopper.stopped_step == 12
+    # its count carried on from the checkpoint: steps 4 and 8 (the stop at 12 is patience's,
+    # checked before the criteria); a fresh criterion would have counted step 12 alone
+    assert given.stopper.criteria[0].state_dict()["count"] == 2
