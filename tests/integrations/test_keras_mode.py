@@ -7,6 +7,7 @@ from typing import Any
 import keras  # conftest.py has set KERAS_BACKEND=torch
 import pytest
 
+from highmark.criteria import Threshold
 from highmark.errors import ConfigError
 from highmark.history import read_run_info
 from highmark.integrations.keras import HighmarkCallback
@@ -116,3 +117,16 @@ def test_an_unknown_mode_is_a_config_error_at_construction(run_dir: str) -> None
 def test_a_bad_option_with_auto_still_fails_at_construction(run_dir: str) -> None:
     with pytest.raises(ConfigError, match="patience"):
         HighmarkCallback(run_dir, monitor="val_margin", mode="auto", patience=-1)
+
+
+def test_auto_binds_the_given_criteria_to_the_resolved_monitor(run_dir: str) -> None:
+    # "val_score" says nothing, so the construction-time guess is min; the criterion must
+    # follow the mode settled at fit (max), or it would stop at epoch 0 (-1.97 < -0.8).
+    threshold = Threshold(-0.8)
+    callback = HighmarkCallback(
+        run_dir, monitor="val_score", mode="auto", patience=50, criteria=[threshold]
+    )
+    fit([callback])
+    assert threshold.monitor is callback.stopper.monitor
+    assert callback.stopper.monitor.mode == "max"
+    assert callback.stopped_epoch == 4  # val_score -0.69: the first one above -0.8
