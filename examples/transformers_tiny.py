@@ -12,10 +12,17 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 import torch
-from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    EvalPrediction,
+    Trainer,
+    TrainingArguments,
+)
 
 from highmark.integrations.transformers import HighmarkCallback
 
@@ -59,9 +66,12 @@ def make_trainer(
     output_dir: str,
     eval_steps: int = 4,
     lr: float = 3e-3,
+    compute_metrics: Callable[[EvalPrediction], dict[str, float]] | None = None,
+    **overrides: Any,
 ) -> Trainer:
-    """A CPU Trainer that evaluates every ``eval_steps`` and leaves saving to highmark."""
-    args = TrainingArguments(
+    """A CPU Trainer that evaluates every ``eval_steps`` and leaves saving to highmark
+    (``overrides`` replace any of its ``TrainingArguments``)."""
+    settings: dict[str, Any] = dict(
         output_dir=output_dir,
         max_steps=max_steps,
         per_device_train_batch_size=32,
@@ -77,12 +87,14 @@ def make_trainer(
         dataloader_num_workers=0,
         seed=0,
     )
+    settings.update(overrides)
     return Trainer(
         model=model,
-        args=args,
+        args=TrainingArguments(**settings),
         train_dataset=ToyTokens(256, seed=1),
         eval_dataset=ToyTokens(128, seed=2),
         callbacks=callbacks,
+        compute_metrics=compute_metrics,
     )
 
 

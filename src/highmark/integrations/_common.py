@@ -137,6 +137,7 @@ class Session:
         self.steps_run = 0
         self._info: dict[str, Any] = {}
         self._fences: list[Any] = []  # hook handles of deferred async saves
+        self._replace_after: int | None = None  # see continue_from
 
     # -- lifecycle ---------------------------------------------------------------------------
     def open(self) -> None:
@@ -238,7 +239,8 @@ class Session:
         full = dict(state)
         full["stopper"] = self.stopper.state_dict()
         meta = {"framework": self.framework, "history_records": self.records, **(metadata or {})}
-        info = self.manager.save(step, full, metrics=dict(metrics), metadata=meta)
+        replace = self._replace_after is not None and step > self._replace_after
+        info = self.manager.save(step, full, metrics=dict(metrics), metadata=meta, force=replace)
         self._write_info("running")
         return info
 
@@ -264,6 +266,24 @@ class Session:
             self._info["resumed"] = resumed
         logger.info("resuming %s from checkpoint step %d", self.directory, latest.step)
         return latest.step, state
+
+    def continue_from(self, stopper_state: Mapping[str, Any], step: int, records: int) -> None:
+        """Continues the run from the framework's own checkpoint at ``step``, which restored the
+        rest: the stopper takes ``stopper_state``, the history goes back to ``records`` records
+        (when >= 0), and a checkpoint already saved at a later step (by a continuation that was
+        abandoned) is replaced when training reaches that step again, as the framework does.
+        """
+        self.stopper.load_state_dict(stopper_state)
+        self.resumed_from = self._replace_after = step
+        if self.history is not None:
+            if records >= 0:
+                self.history_to(records)
+            resumed = list(self._info.get("resumed", []))
+            resumed.append({"from_step": step, "at": time.time(), "by": self.framework})
+            self._info["resumed"] = resumed
+        logger.info(
+            "%s continues from the %s checkpoint of step %d", self.directory, self.framework, step
+        )
 
     def history_to(self, records: int) -> None:
         """Drops the history records made after the checkpoint a run resumes from."""

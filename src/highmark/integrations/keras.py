@@ -10,24 +10,21 @@
 The model ends ``fit`` on its best weights, also when the epoch budget runs out before the policy
 stops (Keras' own ``EarlyStopping`` restores only after a stop). Weights and optimizer variables
 are stored as numpy arrays keyed by position and variable name, like Keras'
-own weight files. With ``resume=True`` a second ``fit`` on the
-same directory continues after the last saved epoch; ``callback.initial_epoch`` tells which.
+own weight files. With ``resume=True`` the script run again continues after the last saved
+epoch (``callback.initial_epoch`` tells which); a second ``fit`` on the same callback object
+starts a new fit, as Keras does, written as its own run ``<directory>-fit2``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from highmark.errors import CheckpointError
-from highmark.integrations._common import (
-    CallbackBase,
-    Session,
-    make_stopper,
-    require,
-    scalar_metrics,
-)
+from highmark.errors import CheckpointError, ConfigError
+from highmark.integrations._common import CallbackBase, Session, require, scalar_metrics
+from highmark.integrations._stopper import StopperSpec
 from highmark.policy.stopping import EarlyStopping
 from highmark.run.defaults import DEFAULTS
 
@@ -37,6 +34,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 __all__ = ["HighmarkCallback"]
+
+logger = logging.getLogger(__name__)
 
 
 def _key(index: int, variable: Any) -> str:
@@ -69,14 +68,34 @@ def _assign(variables: Sequence[Any], saved: Mapping[str, Any], where: str) -> N
         variable.assign(array)
 
 
+def _compiled_direction(model: Any, monitor: str) -> tuple[str | None, list[str]]:
+    """The direction Keras gives ``monitor`` (as ``MonitorCallback._set_monitor_op`` reads it:
+    ``loss`` names are ``min``, a compiled metric's ``_direction`` decides), and the metrics seen.
+    """
+    name = monitor.removeprefix("val_")
+    found = "min" if name == "loss" else None
+    metrics: list[Any] = []
+    for metric in getattr(model, "metrics", None) or []:
+        inner = getattr(metric, "metrics", None)  # CompileMetrics and MetricsList hold the rest
+        metrics.extend(inner if isinstance(inner, list) else [metric])
+    for metric in metrics:
+        direction = getattr(metric, "_direction", None)
+        if metric.name == name and direction in ("up", "down"):
+            found = "max" if direction == "up" else "min"
+    return found, [m.name for m in metrics]
+
+
 class HighmarkCallback(CallbackBase, keras.callbacks.Callback):  # type: ignore[misc]
     """A Keras callback that stops ``fit`` by a highmark policy and keeps the right models.
 
     Args:
         directory: run directory, a local path or an fsspec URL.
         monitor: the logged metric the policy watches (``"val_loss"``, ``"val_accuracy"``...).
-        mode: ``"min"``, ``"max"`` or ``"auto"`` (from the metric's name; a name that says
-            neither is refused). Every default equals ``Run``'s (``highmark.run.defaults``).
+        mode: ``"min"``, ``"max"`` or ``"auto"``: settled when ``fit`` begins, from the compiled
+            metric's own direction (``hinge`` is ``min``, accuracies ``max``; ``loss`` names
+            ``min``), else from the name (:func:`highmark.policy.monitor.infer_mode`); a
+            ``ValueError`` (:class:`~highmark.errors.ConfigError`) at ``fit`` when neither says.
+            Every default equals ``Run``'s (``highmark.run.defaults``).
         patience: epochs without improvement before stopping.
         stopping: a ready ``highmark.EarlyStopping`` instead of the three arguments above.
         keep_best: how many best checkpoints to keep (by ``monitor``).
@@ -85,8 +104,13 @@ class HighmarkCallback(CallbackBase, keras.callbacks.Callback):  # type: ignore[
         async_save: write checkpoints in a background thread. ``"deferred"`` is accepted and
             is the same here: the variables are snapshotted into numpy arrays before each save.
         restore_best: set the best weights on the model when ``fit`` ends, stopped or not.
-        resume: continue from the latest checkpoint of ``directory`` (weights, optimizer
-            variables, stopper, epoch).
+        resume: ``True``: the first ``fit`` continues the latest checkpoint of ``directory``
+            (weights, optimizer variables, stopper, epoch), and each later ``fit`` on this
+            object, as in Keras, starts afresh: the stopper is reset and that fit is written as
+            its own run, ``<directory>-fit2``, ``-fit3``... (continued in turn when the script
+            runs again). ``"always"``: every ``fit`` continues ``directory``. ``False``: a
+            ``directory`` that holds checkpoints is a ``ConfigError``. A ``fit`` that raised
+            is continued by the next one, as a new process would.
         storage_options: passed to fsspec for URLs.
         **options: any other ``highmark.EarlyStopping`` argument (min_delta, baseline,
             start_from, ...).
@@ -105,36 +129,72 @@ class HighmarkCallback(CallbackBase, keras.callbacks.Callback):  # type: ignore[
         keep_every: int | None = DEFAULTS.keep_every,
         async_save: bool | str = DEFAULTS.async_save,
         restore_best: bool = DEFAULTS.restore_best,
-        resume: bool = DEFAULTS.resume,
+        resume: bool | str = DEFAULTS.resume,
         storage_options: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> None:
         super().__init__()
-        self.session = Session(
-            directory,
-            framework="keras",
-            unit="epoch",
-            stopper=make_stopper(monitor, mode, patience, stopping, options),
-            keep_best=keep_best,
-            keep_last=keep_last,
-            keep_every=keep_every,
-            async_save=async_save,
-            restore_best=restore_best,
-            resume=resume,
-            storage_options=storage_options,
-        )
+        if resume not in (True, False, "always"):
+            raise ConfigError(f"resume must be True, False or 'always', got {resume!r}")
+        self._spec = StopperSpec(monitor, mode, patience, stopping, options)
+        self._directory = os.fspath(directory)
+        self._resume = resume
+        self._settings: dict[str, Any] = {
+            "keep_best": keep_best,
+            "keep_last": keep_last,
+            "keep_every": keep_every,
+            "async_save": async_save,
+            "restore_best": restore_best,
+            "storage_options": storage_options,
+        }
+        self._fits_ended = 0
+        self.session = self._session(self._next_directory(), self._spec.provisional)
         self.best_epoch: int | None = None
         self.stopped_epoch: int | None = None
 
+    def _next_directory(self) -> str:
+        if self._fits_ended == 0 or self._resume == "always":
+            return self._directory
+        return f"{self._directory.rstrip('/')}-fit{self._fits_ended + 1}"
+
+    def _session(self, directory: str, stopper: EarlyStopping) -> Session:
+        return Session(
+            directory,
+            framework="keras",
+            unit="epoch",
+            stopper=stopper,
+            resume=bool(self._resume),
+            **self._settings,
+        )
+
+    @property
+    def directory(self) -> str:
+        """The run directory of the current (or the last) ``fit``."""
+        return self.session.directory
+
     @property
     def initial_epoch(self) -> int:
-        """The epoch ``fit`` starts from on this run: one after the latest checkpoint, else 0."""
-        if not self.session.resume:
+        """The epoch the next ``fit`` starts from: one after its run's latest checkpoint, else 0."""
+        if not self._resume:
             return 0
-        latest = self.session.latest()
+        directory = self._next_directory()
+        session = self.session
+        if directory != session.directory:
+            session = self._session(directory, self.stopper)
+        latest = session.latest()
         return 0 if latest is None else int(latest.metadata.get("epoch", latest.step)) + 1
 
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        if self.session.manager is not None:  # the last fit raised: Keras called no on_train_end
+            try:
+                self.session.close("failed")
+            except Exception as err:  # a save of the failed fit; its run goes on from the last
+                logger.warning("%s: the failed fit's last save failed too: %s", self.directory, err)
+        direction, seen = _compiled_direction(self.model, self._spec.monitor)
+        known = f" (compiled metrics: {', '.join(seen) or 'none'})"
+        stopper = self._spec.build(self._spec.resolve(direction, "Keras", known))
+        self.session = self._session(self._next_directory(), stopper)
+        self.best_epoch = self.stopped_epoch = None
         self.session.budget = self.params.get("epochs")
         self.session.open()
         resumed = self.session.resume_state()
@@ -168,6 +228,7 @@ class HighmarkCallback(CallbackBase, keras.callbacks.Callback):  # type: ignore[
 
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
         self.model._initial_epoch = None
+        self._fits_ended += 1
         best = self.session.end(lambda saved: _assign(self.model.weights, saved, "model"))
         if best is not None:
             self.best_epoch = best

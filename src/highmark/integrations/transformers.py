@@ -13,43 +13,80 @@ without the ``eval_`` prefix, like ``"accuracy"``, means ``"eval_accuracy"``). C
 model, optimizer and scheduler state; the best one is never rotated away. Let the Trainer's own
 saving off (``save_strategy="no"``) or keep it for data-exact resume: with ``resume=True`` and no
 ``resume_from_checkpoint``, training continues from the highmark run's latest checkpoint (model,
-optimizer, scheduler, stopper and step count; the data order starts over).
+optimizer, scheduler, stopper and step count; the data order starts over); with
+``resume_from_checkpoint`` the Trainer restores the rest and the stopper continues from the state
+this callback left in that checkpoint (``ExportableState``).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
 
-from highmark.integrations._common import (
-    CallbackBase,
-    Session,
-    make_stopper,
-    require,
-    scalar_metrics,
-)
+from highmark.errors import ConfigError
+from highmark.integrations._common import CallbackBase, Session, require, scalar_metrics
+from highmark.integrations._stopper import StopperSpec
 from highmark.policy.stopping import EarlyStopping
 from highmark.run.defaults import DEFAULTS
+from highmark.store.manager import CheckpointInfo
 
 require("transformers", "4.40", "transformers")
 
+import transformers.trainer_callback as _hf  # noqa: E402
 from transformers import TrainerCallback, TrainerControl, TrainerState  # noqa: E402
 from transformers import TrainingArguments as _Args  # noqa: E402
 
 __all__ = ["HighmarkCallback"]
 
+logger = logging.getLogger(__name__)
+
 _PREFIX = "eval_"
+_STATE = "_highmark_state"  # this callback's part of a Trainer checkpoint's stateful_callbacks
+# transformers >= 4.41 saves the state of callbacks that are ExportableState in its checkpoints
+_Exportable: type = getattr(_hf, "ExportableState", object)
+# the EarlyStopping arguments a Trainer may rebuild this callback with (JSON, see state())
+_REBUILT = (
+    "min_delta",
+    "min_delta_mode",
+    "baseline",
+    "start_from",
+    "stopping_threshold",
+    "divergence_threshold",
+    "check_finite",
+    "smoothing",
+    "patience_unit",
+)
 
 
-class HighmarkCallback(CallbackBase, TrainerCallback):  # type: ignore[misc]
+def _eval_name(name: str) -> str:
+    return name if name.startswith(_PREFIX) else _PREFIX + name
+
+
+def _trainer_direction(args: _Args, monitor: str) -> str | None:
+    """The direction the Trainer gives ``monitor``: ``greater_is_better`` when its
+    ``metric_for_best_model`` is that metric, else None."""
+    named = getattr(args, "metric_for_best_model", None)
+    if not named or _eval_name(named) != _eval_name(monitor):
+        return None
+    greater = args.greater_is_better
+    if greater is None:  # what TrainingArguments itself assumes
+        greater = not named.endswith("loss")
+    return "max" if greater else "min"
+
+
+class HighmarkCallback(CallbackBase, TrainerCallback, _Exportable):  # type: ignore[misc]
     """A ``TrainerCallback`` that stops training by a highmark policy and keeps the best models.
 
     Args:
         directory: run directory, a local path or an fsspec URL.
         monitor: the evaluation metric the policy watches; ``"loss"`` means ``"eval_loss"``.
-        mode: ``"min"``, ``"max"`` or ``"auto"`` (from the metric's name; a name that says
-            neither is refused). Every default equals ``Run``'s (``highmark.run.defaults``).
+        mode: ``"min"``, ``"max"`` or ``"auto"``: settled when training begins, from
+            ``args.greater_is_better`` when ``args.metric_for_best_model`` is the monitored
+            metric, else from the name (:func:`highmark.policy.monitor.infer_mode`); a
+            ``ValueError`` (:class:`~highmark.errors.ConfigError`) at ``train()`` when neither
+            says. Every default equals ``Run``'s (``highmark.run.defaults``).
         patience: evaluations without improvement before stopping.
         stopping: a ready ``highmark.EarlyStopping`` instead of the three arguments above.
         keep_best: how many best checkpoints to keep (by ``monitor``).
@@ -66,6 +103,12 @@ class HighmarkCallback(CallbackBase, TrainerCallback):  # type: ignore[misc]
         resume: continue from the run directory's latest checkpoint.
         storage_options: passed to fsspec for URLs.
         **options: any other ``highmark.EarlyStopping`` argument.
+
+    The stopper's state travels in the Trainer's own checkpoints too (``ExportableState``):
+    ``train(resume_from_checkpoint=...)`` continues it from that checkpoint's step. When the
+    Trainer tracks no best of its own (no ``metric_for_best_model``), the callback keeps
+    ``state.best_metric`` and ``best_model_checkpoint`` (the directory of highmark's best
+    checkpoint) up to date.
     """
 
     def __init__(
@@ -85,35 +128,66 @@ class HighmarkCallback(CallbackBase, TrainerCallback):  # type: ignore[misc]
         storage_options: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> None:
-        if stopping is None and not monitor.startswith(_PREFIX) and monitor != "epoch":
-            monitor = _PREFIX + monitor
+        if stopping is None and monitor != "epoch":
+            monitor = _eval_name(monitor)
+        self._spec = StopperSpec(monitor, mode, patience, stopping, options)
+        self._settings: dict[str, Any] = {
+            "keep_best": keep_best,
+            "keep_last": keep_last,
+            "keep_every": keep_every,
+            "async_save": async_save,
+            "restore_best": restore_best,
+            "resume": resume,
+        }
         self.session = Session(
             directory,
             framework="transformers",
             unit="step",
-            stopper=make_stopper(monitor, mode, patience, stopping, options),
-            keep_best=keep_best,
-            keep_last=keep_last,
-            keep_every=keep_every,
-            async_save=async_save,
-            restore_best=restore_best,
-            resume=resume,
+            stopper=self._spec.provisional,
             storage_options=storage_options,
+            **self._settings,
         )
+        self._built = False
         self._training = False
         self.best_step: int | None = None
+
+    def state(self) -> dict[str, Any]:
+        """This callback in a Trainer checkpoint (``ExportableState``), as JSON.
+
+        ``"attributes"`` holds the stopper's state, the run directory and the history length;
+        ``"args"`` the arguments the Trainer rebuilds the callback with when
+        ``restore_callback_states_from_checkpoint=True`` (criteria, an LR schedule and
+        ``storage_options`` cannot travel there; see docs/integrations.md).
+        """
+        config = self.stopper.config()
+        args = {"directory": self.session.directory, **self._settings}
+        args.update(monitor=config["monitor"], patience=config["patience"])
+        args.update({key: config[key] for key in _REBUILT})
+        args["mode"] = config["mode"] if self._built else self._spec.mode
+        saved = {
+            "directory": self.session.directory,
+            "stopper": self.stopper.state_dict(),
+            "history_records": self.session.records,
+        }
+        return {"args": args, "attributes": {_STATE: saved}}
 
     def on_train_begin(
         self, args: _Args, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
+        if not self._built:
+            found = _trainer_direction(args, self._spec.monitor)
+            known = f" (metric_for_best_model={args.metric_for_best_model!r})"
+            self.session.stopper = self._spec.build(self._spec.resolve(found, "the Trainer", known))
+            self._built = True
         self._training = True
         self.session.budget = state.max_steps
         if state.is_world_process_zero:
             self.session.open()
             # deferred async saves only: the next step waits for the save's copy
             self.session.install_fences([kwargs["model"], kwargs.get("optimizer")])
-        if state.global_step > 0:
-            return  # the Trainer resumed from its own checkpoint (resume_from_checkpoint)
+        if state.global_step > 0:  # the Trainer resumed from its own checkpoint
+            self._continue_trainer_checkpoint(args, state, control)
+            return
         resumed = self.session.resume_state()
         if resumed is None:
             return
@@ -124,6 +198,7 @@ class HighmarkCallback(CallbackBase, TrainerCallback):  # type: ignore[misc]
         if kwargs.get("lr_scheduler") is not None and "scheduler" in saved:
             kwargs["lr_scheduler"].load_state_dict(saved["scheduler"])
         state.global_step = step
+        self._publish_best(args, state, self._run_best())
         if self.stopper.should_stop:
             control.should_training_stop = True
 
@@ -152,7 +227,9 @@ class HighmarkCallback(CallbackBase, TrainerCallback):  # type: ignore[misc]
                 saved["optimizer"] = kwargs["optimizer"].state_dict()
             if kwargs.get("lr_scheduler") is not None:
                 saved["scheduler"] = kwargs["lr_scheduler"].state_dict()
-            self.session.save(step, saved, metrics, {"epoch": state.epoch})
+            info = self.session.save(step, saved, metrics, {"epoch": state.epoch})
+            if info is not None and info.is_best:
+                self._publish_best(args, state, info)
         if stop:
             control.should_training_stop = True
 
@@ -163,3 +240,56 @@ class HighmarkCallback(CallbackBase, TrainerCallback):  # type: ignore[misc]
         best = self.session.end(kwargs["model"].load_state_dict)
         if best is not None:
             self.best_step = best
+
+    # -- the Trainer's own checkpoints and best ------------------------------------------------
+    def _continue_trainer_checkpoint(
+        self, args: _Args, state: TrainerState, control: TrainerControl
+    ) -> None:
+        saved = self._saved_state(state)
+        if saved is None:
+            logger.warning(
+                "%s: the Trainer checkpoint of step %d holds no state of this callback (saved "
+                "without it, or by an older highmark); the stopper starts afresh",
+                self.session.directory,
+                state.global_step,
+            )
+            return
+        records = saved.get("history_records", -1)
+        self.session.continue_from(
+            saved["stopper"], state.global_step, records if isinstance(records, int) else -1
+        )
+        self._publish_best(args, state, self._run_best())
+        if self.stopper.should_stop:
+            control.should_training_stop = True
+
+    def _saved_state(self, state: TrainerState) -> Mapping[str, Any] | None:
+        """This callback's part of the checkpoint the Trainer resumed from (matched by run)."""
+        stored = (getattr(state, "stateful_callbacks", None) or {}).get(type(self).__name__)
+        for entry in stored if isinstance(stored, list) else [stored]:
+            saved = entry.get("attributes", {}).get(_STATE) if isinstance(entry, dict) else None
+            if isinstance(saved, dict) and saved.get("directory") == self.session.directory:
+                if not isinstance(saved.get("stopper"), dict):
+                    raise ConfigError(
+                        f"the Trainer checkpoint's state of {type(self).__name__} for "
+                        f"{self.session.directory} has no stopper state; resume without it"
+                    )
+                return saved
+        return None
+
+    def _run_best(self) -> CheckpointInfo | None:
+        return None if self.session.manager is None else self.session.manager.best
+
+    def _publish_best(self, args: _Args, state: TrainerState, best: CheckpointInfo | None) -> None:
+        """Sets the Trainer's ``best_metric`` and ``best_model_checkpoint`` from highmark's best
+        checkpoint, unless the Trainer ranks its own (``metric_for_best_model``).
+
+        ``best_global_step`` stays the Trainer's: when set, the Trainer points
+        ``best_model_checkpoint`` at its own folder of that step. With ``save_total_limit=1``
+        the Trainer ends by deleting each of its checkpoints but ``best_model_checkpoint``, so
+        that one stays unset there.
+        """
+        if best is None or args.metric_for_best_model is not None:
+            return
+        state.best_metric = best.metrics.get(self.stopper.monitor.key)
+        if args.save_total_limit != 1:
+            state.best_model_checkpoint = best.path
