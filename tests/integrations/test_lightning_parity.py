@@ -90,6 +90,20 @@ def test_ckpt_path_best_evaluates_the_best_weights(run_dir: str, stage: str) -> 
     assert not isinstance(trainer.strategy.checkpoint_io, StepDirectoryIO)
 
 
+def test_ckpt_path_of_a_step_directory_evaluates_its_weights(run_dir: str) -> None:
+    cb = HighmarkCallback(run_dir, patience=2)  # fit ends on the best, not on the latest
+    model, trainer = fit([cb], max_epochs=60)
+    with run(run_dir) as ckpt:
+        assert ckpt.latest is not None
+        latest = ckpt.restore("latest", keys=["model"])["model"]
+        latest_loss = ckpt.latest.metrics["val_loss"]
+    _, val = ex.digits_loaders()
+    results = trainer.validate(model, val, ckpt_path=cb.last_model_path, verbose=False)
+    assert results[0]["val_loss"] == pytest.approx(latest_loss)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, latest[key]), key
+
+
 def test_a_new_trainer_validates_the_best_of_the_run_directory(run_dir: str) -> None:
     fit([HighmarkCallback(run_dir, patience=2, restore_best=False)], max_epochs=60)
     with run(run_dir) as ckpt:

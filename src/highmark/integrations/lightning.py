@@ -215,6 +215,8 @@ class HighmarkCallback(  # type: ignore[misc, override]  # read-only EarlyStoppi
     ) -> None:
         status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
         self._ended = True
+        remove_io(trainer.strategy, self._io)
+        self._io = None
         try:
             if self.session.restore_best and trainer.world_size == 1:
                 self._restore_best(pl_module)
