@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ import pytest
 
 from highmark import EarlyStopping
 from highmark.errors import ConfigError
+from highmark.history import read_run_info
 from highmark.integrations._common import Session, make_stopper, require, scalar_metrics
 
 
@@ -86,3 +88,22 @@ def test_end_loads_the_best_model_only_when_asked_and_closes_the_run(
     assert session.end(loaded.append) == (1 if restore_best else None)
     assert [m["w"].tolist() for m in loaded] == ([[1.0, 1.0]] if restore_best else [])
     assert session.manager is None
+
+
+def test_a_continued_run_with_a_damaged_run_json_is_written_anew_with_a_warning(
+    tmp_path, caplog
+) -> None:
+    directory = str(tmp_path / "run")
+    first = _session(directory, restore_best=False)
+    _fit(first, [0.5, 0.2])
+    first.close("budget")
+    (tmp_path / "run" / "run.json").write_text("{torn")
+    session = _session(directory, restore_best=False)
+    session.resume = True
+    with caplog.at_level(logging.WARNING, logger="highmark.integrations._common"):
+        session.open()
+    assert "run.json" in caplog.text
+    session.close("budget")
+    info = read_run_info(directory)
+    assert info is not None
+    assert info["status"] == "budget"

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,33 +22,10 @@ from highmark.history import read_history, read_run_info
 from highmark.integrations.lightning import HighmarkCallback
 from highmark.store.manager import CheckpointManager
 
-from .conftest import EXAMPLES, load_example
+from .conftest import EXAMPLES
+from .lightning_fit import WARNINGS, ex, fit, params
 
-pytestmark = [
-    # Lightning's advice for tiny CPU loaders (worker count, batch count) is not our concern.
-    pytest.mark.filterwarnings("ignore:.*does not have many workers.*"),
-    pytest.mark.filterwarnings("ignore:.*small number of batches.*"),
-    pytest.mark.filterwarnings("ignore:.*Checkpoint directory.*exists and is not empty.*"),
-    # Lightning 2.6 uses torch.utils._pytree.LeafSpec, which torch 2.13 deprecates.
-    pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning"),
-]
-
-ex = load_example("lightning_digits")
-
-
-def fit(
-    callbacks: list[pl.Callback], max_epochs: int, ckpt_path: str | None = None, **kwargs: Any
-) -> tuple[Any, pl.Trainer]:
-    pl.seed_everything(0, verbose=False)
-    model = ex.DigitsMLP()
-    train, val = ex.digits_loaders()
-    trainer = ex.make_trainer(max_epochs, callbacks, **kwargs)
-    trainer.fit(model, train, val, ckpt_path=ckpt_path)
-    return model, trainer
-
-
-def params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+pytestmark = WARNINGS
 
 
 @pytest.mark.parametrize(("patience", "min_delta"), [(1, 0.0), (3, 0.0), (2, 0.05)])
@@ -171,6 +147,7 @@ def test_resumed_stopped_run_trains_no_further(run_dir: str) -> None:
     assert len(read_history(run_dir)) == first.stopper.stopped_step + 1
 
 
+@pytest.mark.filterwarnings("ignore:two checkpointers run")
 def test_lightning_ckpt_path_carries_the_stopper_state(tmp_path: Path) -> None:
     full = HighmarkCallback(tmp_path / "full", patience=3)
     fit([full], max_epochs=60)
@@ -183,6 +160,21 @@ def test_lightning_ckpt_path_carries_the_stopper_state(tmp_path: Path) -> None:
     fit([resumed, same], max_epochs=60, ckpt_path=last, enable_checkpointing=True)
     assert resumed.session.resumed_from is None  # Lightning restored it, not the run directory
     assert resumed.stopper.stopped_step == full.stopper.stopped_step
+
+
+@pytest.mark.filterwarnings("ignore:two checkpointers run")
+def test_validating_a_lightning_checkpoint_leaves_the_next_fit_resuming_the_run(
+    tmp_path: Path,
+) -> None:
+    lightning_ckpt = ModelCheckpoint(dirpath=tmp_path / "pl", save_last=True, save_top_k=0)
+    fit([HighmarkCallback(tmp_path / "run"), lightning_ckpt], max_epochs=4)
+    cb = HighmarkCallback(tmp_path / "run")
+    model = ex.DigitsMLP()
+    train, val = ex.digits_loaders()
+    trainer = ex.make_trainer(60, [cb, ModelCheckpoint(dirpath=tmp_path / "pl")])
+    trainer.validate(model, val, ckpt_path=os.fspath(tmp_path / "pl" / "last.ckpt"), verbose=False)
+    trainer.fit(model, train, val)
+    assert cb.session.resumed_from == 3  # from the run directory, not from the .ckpt
 
 
 @pytest.mark.slow

@@ -17,8 +17,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from highmark.errors import ConfigError
-from highmark.history import HistoryWriter, read_history
+from highmark.errors import ConfigError, CorruptCheckpointError
+from highmark.history import HistoryWriter, read_history, read_run_info
+from highmark.policy.retention import KeepBest
 from highmark.policy.stopping import EarlyStopping
 from highmark.store.manager import CheckpointInfo, CheckpointManager
 
@@ -89,6 +90,11 @@ def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
+def _count(info: Mapping[str, Any], key: str) -> int:
+    value = info.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 def _json_float(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
@@ -131,6 +137,7 @@ class Session:
         self.evaluations = 0
         self.last_step: int | None = None
         self.resumed_from: int | None = None
+        self.resumed_metadata: dict[str, Any] = {}  # of the checkpoint resumed from
         self.budget: int | None = None
         self.epochs_run = 0
         self.records = 0
@@ -165,9 +172,30 @@ class Session:
                 "directory (or choose another) to start over, or pass resume=True to continue"
             )
         else:
-            self.history = HistoryWriter(self.manager.storage)
-            self.records = len(read_history(self.directory, storage_options=self.storage_options))
+            try:
+                self.history = HistoryWriter(self.manager.storage)
+                history = read_history(self.directory, storage_options=self.storage_options)
+                self.records = len(history)
+                self._continue_info()
+            except BaseException:
+                self.manager.close()
+                self.manager, self.history = None, None
+                raise
         self._write_info("running")
+
+    def _continue_info(self) -> None:
+        """Takes up the run's ``run.json`` when continuing it: its start, its ``resumed`` list and
+        the epochs and steps run so far stay; only what this session changes is rewritten."""
+        try:
+            info = read_run_info(self.directory, storage_options=self.storage_options)
+        except CorruptCheckpointError as exc:  # run.json is a summary; the checkpoints are truth
+            logger.warning("%s; it is written anew from this session", exc)
+            return
+        if info is None:
+            return
+        resumed = info.get("resumed")
+        self._info = {**info, "resumed": list(resumed) if isinstance(resumed, list) else []}
+        self.epochs_run, self.steps_run = _count(info, "epochs_run"), _count(info, "steps_run")
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[CheckpointManager]:
@@ -256,6 +284,7 @@ class Session:
             state = manager.restore(latest.step, keys=wanted)
         self.stopper.load_state_dict(state.pop("stopper"))
         self.resumed_from = latest.step
+        self.resumed_metadata = dict(latest.metadata)
         if self.stopper.should_stop:
             logger.info("run %s had stopped: %s", self.directory, self.stopper.reason)
         if self.manager is not None and self.history is not None:
@@ -290,6 +319,15 @@ class Session:
         if self.history is not None and records < self.records:
             self.history.truncate(records)
             self.records = records
+
+    def ranked(self) -> tuple[CheckpointInfo | None, list[CheckpointInfo], CheckpointInfo | None]:
+        """The run's checkpoints as a checkpoint callback reports them: the best (the stopper's
+        rule), the ``keep_best`` best by the monitored metric (best first) and the latest."""
+        with self.reading() as manager:
+            best, latest, saved = manager.best, manager.latest, manager.checkpoints()
+        by_step = {info.step: info for info in saved}
+        top = KeepBest(max(self.keep_best, 1), self.stopper.monitor).ranked(saved)
+        return best, [by_step[record.step] for record, _ in top[: max(self.keep_best, 1)]], latest
 
     def best_state(self, keys: Sequence[str]) -> tuple[int, Any] | None:
         """The state of the best checkpoint (only ``keys``), or None when there is none."""
