@@ -1,0 +1,94 @@
+"""The writer lock holds when its file is deleted or replaced under a live writer process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from highmark.errors import LockedError
+from highmark.store.backend import LOCK_NAME
+from highmark.store.manager import CheckpointManager
+
+CHILD = str(Path(__file__).with_name("writer_child.py"))
+
+
+class Writer:
+    """A writer process (``writer_child.py serve``) that saves when told to."""
+
+    def __init__(self, run: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, CHILD, "serve", str(run)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.read() == "ready"
+
+    def read(self) -> str:
+        assert self.proc.stdout is not None
+        return self.proc.stdout.readline().strip()
+
+    def save(self) -> str:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("save\n")
+        self.proc.stdin.flush()
+        return self.read()
+
+    def close(self) -> int:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        return self.proc.wait()
+
+
+@pytest.fixture
+def writer(tmp_path: Path) -> Iterator[Writer]:
+    w = Writer(tmp_path / "run")
+    yield w
+    if w.proc.poll() is None:
+        w.proc.kill()
+        w.proc.wait()
+
+
+def test_a_second_writer_is_refused_after_the_held_lock_file_is_deleted(
+    tmp_path: Path, writer: Writer
+) -> None:
+    (tmp_path / "run" / LOCK_NAME).unlink()
+    with pytest.raises(LockedError):
+        CheckpointManager(tmp_path / "run")
+
+
+def test_a_second_writer_is_refused_after_the_held_lock_file_is_replaced(
+    tmp_path: Path, writer: Writer
+) -> None:
+    fresh = tmp_path / "fresh"
+    fresh.write_text("")
+    os.replace(fresh, tmp_path / "run" / LOCK_NAME)
+    with pytest.raises(LockedError):
+        CheckpointManager(tmp_path / "run")
+
+
+def test_the_writer_saves_on_and_recreates_a_deleted_lock_file(
+    tmp_path: Path, writer: Writer
+) -> None:
+    (tmp_path / "run" / LOCK_NAME).unlink()
+    assert writer.save() == "saved 1"
+    record = json.loads((tmp_path / "run" / LOCK_NAME).read_text())
+    assert record["pid"] == writer.proc.pid
+    with pytest.raises(LockedError, match=f"pid {writer.proc.pid}"):  # named again
+        CheckpointManager(tmp_path / "run")
+    assert writer.close() == 0
+    with CheckpointManager(tmp_path / "run") as mgr:
+        assert [c.step for c in mgr.checkpoints()] == [0, 1]
+        assert mgr.verify().ok
+
+
+def test_the_same_run_reached_through_a_link_is_locked_too(tmp_path: Path, writer: Writer) -> None:
+    (tmp_path / "alias").symlink_to(tmp_path / "run")
+    with pytest.raises(LockedError):
+        CheckpointManager(tmp_path / "alias")
