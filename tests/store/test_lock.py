@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from highmark.errors import LockedError
-from highmark.store.backend import LOCK_NAME
+from highmark.store.backend import LOCK_NAME, MemoryStorage
 from highmark.store.manager import CheckpointManager
 
 CHILD = str(Path(__file__).with_name("writer_child.py"))
@@ -92,3 +92,28 @@ def test_the_same_run_reached_through_a_link_is_locked_too(tmp_path: Path, write
     (tmp_path / "alias").symlink_to(tmp_path / "run")
     with pytest.raises(LockedError):
         CheckpointManager(tmp_path / "alias")
+
+
+def test_an_object_store_writer_whose_lock_was_taken_over_refuses_to_go_on() -> None:
+    storage = MemoryStorage()
+    first = CheckpointManager(storage, keep_best=0, keep_last=5)
+    first.save(1, {"w": [1.0]})
+    storage.remove(LOCK_NAME)  # an object store has no lock primitive: a second writer gets in
+    second = CheckpointManager(storage, keep_best=0, keep_last=5)
+    try:
+        with pytest.raises(LockedError, match="taken over"):
+            first.save(2, {"w": [2.0]})
+    finally:
+        first.close()
+        second.close()
+
+
+def test_an_object_store_writer_rewrites_its_deleted_lock_at_the_next_save() -> None:
+    storage = MemoryStorage()
+    with CheckpointManager(storage, keep_best=0, keep_last=5) as mgr:
+        mgr.save(1, {"w": [1.0]})
+        storage.remove(LOCK_NAME)
+        mgr.save(2, {"w": [2.0]})
+        assert json.loads(storage.read_bytes(LOCK_NAME))["pid"] == os.getpid()
+        with pytest.raises(LockedError):
+            CheckpointManager(storage)

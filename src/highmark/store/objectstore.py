@@ -66,7 +66,22 @@ class _ObjectLock:
         return bool(time.time() - float(info.get("time", 0.0)) > ttl)
 
     def refresh(self) -> None:
-        """Rewrite the lock object with the current time (the holder calls this on every save)."""
+        """Rewrite the lock object with the current time (the holder calls this on every save).
+
+        Raises:
+            LockedError: another writer took the lock over meanwhile (the object was deleted or
+                this holder was quiet for longer than the TTL); stop all but one writer.
+        """
+        if self._held:
+            try:
+                current = json.loads(self._storage.read_bytes(LOCK_NAME))
+            except (ValueError, OSError):
+                current = {}  # deleted (or torn): nobody else holds it now
+            if isinstance(current, dict) and current and current.get("token") != self._token:
+                raise LockedError(
+                    f"{self._storage.url}: the lock was taken over by {lock_holder(current)} "
+                    "while this writer held the run: stop all but one writer"
+                )
         record = lock_record(self._owner, self._token)
         self._storage.replace_atomic(LOCK_NAME, json.dumps(record).encode())
         self._held = True
