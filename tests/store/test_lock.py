@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -117,3 +118,26 @@ def test_an_object_store_writer_rewrites_its_deleted_lock_at_the_next_save() -> 
         assert json.loads(storage.read_bytes(LOCK_NAME))["pid"] == os.getpid()
         with pytest.raises(LockedError):
             CheckpointManager(storage)
+
+
+def test_without_a_directory_lock_a_writer_whose_lock_file_was_deleted_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A mock, for a fault this machine cannot cause: a filesystem that cannot flock a directory
+    # (some network filesystems); the file lock, the saves and the deletion are real.
+    import fcntl
+    import stat
+
+    real = fcntl.flock
+
+    def flock(fd: int, operation: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.ENOLCK, "no locks available")
+        real(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    with CheckpointManager(tmp_path / "run", keep_best=0, keep_last=5) as mgr:
+        mgr.save(1, {"w": [1.0]})
+        (tmp_path / "run" / LOCK_NAME).unlink()
+        with pytest.raises(LockedError, match="deleted or replaced"):
+            mgr.save(2, {"w": [2.0]})
