@@ -23,7 +23,7 @@ import json
 import logging
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from highmark.errors import CorruptCheckpointError, IncompatibleFormatError
 
@@ -163,14 +163,19 @@ def _dumps(obj: Any) -> str:
 class HistoryWriter:
     """Writes ``history.jsonl`` (append-only, flushed per record) and ``run.json`` (atomic).
 
+    On local disk neither is written through a symbolic link (the store's rule): a link at
+    either name raises :class:`~highmark.errors.CorruptCheckpointError` naming it.
+
     Args:
         storage: the run directory's storage.
     """
 
     def __init__(self, storage: Storage) -> None:
+        from highmark.store.backend import LocalStorage
+
         self._storage = storage
         storage.makedirs("")
-        self._local = storage.local_path(HISTORY_FILE)
+        self._local = storage if isinstance(storage, LocalStorage) else None
         self._lines: list[str] | None = None  # full content, kept for object stores only
         self._tail_checked = False
         if self._local is None:
@@ -184,8 +189,9 @@ class HistoryWriter:
         """Appends one record (``step``, ``epoch``, ``time``, ``metrics``) and flushes it."""
         line = _dumps(dict(record))
         if self._local is not None:
-            with open(self._local, "ab") as fh:
-                if not self._tail_checked and fh.tell() > 0 and not _ends_with_newline(self._local):
+            # in place, never through a link (CorruptCheckpointError names one)
+            with self._local.open_append(HISTORY_FILE) as fh:
+                if not self._tail_checked and not _ends_with_newline(fh):
                     fh.write(b"\n")  # a torn line from a crash: start a fresh line after it
                 self._tail_checked = True
                 fh.write(line.encode("utf-8") + b"\n")
@@ -220,10 +226,10 @@ class HistoryWriter:
         return "".join(line + "\n" for line in lines).encode("utf-8")
 
 
-def _ends_with_newline(path: str) -> bool:
-    with open(path, "rb") as fh:
-        fh.seek(-1, os.SEEK_END)
-        return fh.read(1) == b"\n"
+def _ends_with_newline(fh: BinaryIO) -> bool:
+    """Whether the file is empty or its last byte is a newline."""
+    size = fh.seek(0, os.SEEK_END)
+    return size == 0 or os.pread(fh.fileno(), 1, size - 1) == b"\n"
 
 
 def _json_default(obj: Any) -> Any:

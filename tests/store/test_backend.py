@@ -254,3 +254,9 @@ def test_object_lock_of_a_live_holder_elsewhere_within_ttl_is_respected() -> Non
     storage.write_bytes(LOCK_NAME, json.dumps(record).encode())
     with pytest.raises(LockedError, match="host elsewhere"):
         storage.lock("new")
+
+
+def test_the_object_store_backends_do_not_import_the_local_backend() -> None:
+    code = "import sys, highmark.store.objectstore; print('highmark.store.backend' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

@@ -1,12 +1,17 @@
 """Storage backends: how bytes reach a local disk or an object store, atomically.
 
-A :class:`Storage` addresses files by paths relative to the run root ("/"-separated; absolute
-paths and ``..`` are refused, so a hostile index cannot escape the run directory). Each backend
-declares its commit: :class:`LocalStorage` writes into a staging directory, fsyncs every file and
-directory and renames; :class:`FsspecStorage` (S3 and any fsspec URL) has no rename and writes a
-``COMMITTED`` marker last. :class:`MemoryStorage` is an in-process double with object-store
-semantics (both live in :mod:`highmark.store.objectstore` and are re-exported here). One writer
-per run: :meth:`Storage.lock` raises :class:`~highmark.errors.LockedError` naming the live holder.
+A :class:`Storage` (the protocol lives in :mod:`highmark.store.base`) addresses files by paths
+relative to the run root ("/"-separated; absolute paths and ``..`` are refused, so a hostile index
+cannot escape the run directory). Each backend declares its commit: :class:`LocalStorage` writes
+into a staging directory, fsyncs every file and directory and renames; :class:`FsspecStorage` (S3
+and any fsspec URL) has no rename and writes a ``COMMITTED`` marker last. :class:`MemoryStorage`
+is an in-process double with object-store semantics (both live in
+:mod:`highmark.store.objectstore`). One writer per run: :meth:`Storage.lock` raises
+:class:`~highmark.errors.LockedError` naming the live holder.
+
+On local disk nothing outside the run is ever written: a symbolic link inside the run is never
+followed by a write, a rename or a delete (:mod:`highmark.store.localfs`); the run directory itself
+may be a link.
 """
 
 from __future__ import annotations
@@ -15,20 +20,24 @@ import contextlib
 import json
 import logging
 import os
-import re
 import shutil
-import socket
-import time
 import uuid
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, Protocol
+from typing import Any, BinaryIO
 
-from highmark.errors import ConfigError, CorruptCheckpointError, LockedError
+from highmark.errors import ConfigError, LockedError
+from highmark.store.base import (
+    COMMIT_MARKER,
+    LOCK_NAME,
+    Storage,
+    StorageLock,
+    check_relpath,
+    lock_holder,
+    lock_record,
+)
+from highmark.store.localfs import CLOEXEC, DIR_FLAGS, NOFOLLOW, TMP_PREFIX, RunDir
+from highmark.store.objectstore import FsspecStorage, MemoryStorage
 from highmark.store.streaming import StreamingFile
-
-if TYPE_CHECKING:
-    from highmark.store.objectstore import FsspecStorage, MemoryStorage
 
 __all__ = [
     "COMMIT_MARKER",
@@ -44,183 +53,153 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-COMMIT_MARKER = "COMMITTED"
-LOCK_NAME = ".lock"
-_TMP_PREFIX = ".tmp-"
-_OLD_PREFIX = ".old-"
-_DRIVE = re.compile(r"^[A-Za-z]:")
 
-
-def check_relpath(rel: str) -> str:
-    """Validate a run-relative path: "/"-separated, not absolute, no ``..``, ``.`` or empty parts.
-
-    Raises:
-        CorruptCheckpointError: naming the path, when it could escape the run directory.
-    """
-    if rel == "":
-        return rel
-    bad = (
-        not isinstance(rel, str)
-        or rel.startswith(("/", "\\"))
-        or "\\" in rel
-        or "\x00" in rel
-        or _DRIVE.match(rel) is not None
-        or any(part in ("", ".", "..") for part in rel.split("/"))
-    )
-    if bad:
-        raise CorruptCheckpointError(str(rel), "path is not a plain relative path inside the run")
-    return rel
-
-
-def _join(*parts: str) -> str:
-    return "/".join(p for p in parts if p)
-
-
-def _lock_holder(info: dict[str, Any]) -> str:
-    when = info.get("time")
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when)) if when else "?"
-    return (
-        f"pid {info.get('pid', '?')} on host {info.get('host', '?')} "
-        f"(owner {info.get('owner', '?')}, since {stamp})"
-    )
-
-
-def _lock_record(owner: str, token: str) -> dict[str, Any]:
-    return {
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "owner": owner,
-        "time": time.time(),
-        "token": token,
-    }
-
-
-def _pid_alive(pid: int) -> bool:
+def _read_record(fd: int) -> str:
+    """Who holds the lock, from the record in the lock file open at ``fd``."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class StorageLock(Protocol):
-    """A held writer lock on a run."""
-
-    def refresh(self) -> None:
-        """Tell other writers the holder is still alive (object stores: rewrite the timestamp)."""
-
-    def release(self) -> None:
-        """Give the lock up; idempotent."""
-
-
-class Storage(Protocol):
-    """How bytes move: the small interface the checkpoint format and the manager write through."""
-
-    url: str
-    is_local: bool
-
-    def open_write(self, rel: str) -> AbstractContextManager[BinaryIO]: ...
-    def open_read(self, rel: str) -> BinaryIO: ...
-    def local_path(self, rel: str) -> str | None: ...
-    def read_bytes(self, rel: str) -> bytes: ...
-    def write_bytes(self, rel: str, data: bytes) -> None: ...
-    def replace_atomic(self, rel: str, data: bytes) -> None: ...
-    def exists(self, rel: str) -> bool: ...
-    def size(self, rel: str) -> int: ...
-    def listdir(self, rel: str = "") -> list[str]: ...
-    def makedirs(self, rel: str) -> None: ...
-    def remove(self, rel: str) -> None: ...
-    def remove_tree(self, rel: str) -> None: ...
-    def free_bytes(self) -> int | None: ...
-    def staging_dir(self, final: str) -> str: ...
-    def commit_dir(self, staging: str, final: str) -> None: ...
-    def is_committed(self, final: str) -> bool: ...
-    def recover(self) -> list[str]: ...
-    def lock(self, owner: str) -> StorageLock: ...
-
-
-# --------------------------------------------------------------------------- local disk
-
-
-def _fsync_path(path: str, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        return lock_holder(json.loads(os.pread(fd, 1 << 16, 0)))
+    except (OSError, ValueError, AttributeError):
+        return "another process"
 
 
 class _LocalLock:
-    """``fcntl.flock`` on ``RUN/.lock``: the OS drops it when the holder dies (never stale)."""
+    """The writer lock of a local run: ``flock`` on the run directory and on ``RUN/.lock``.
 
-    def __init__(self, path: str, owner: str) -> None:
+    The OS drops both when the holder dies (never stale). The directory lock keeps a second
+    writer out even when ``.lock`` is deleted or replaced; where a directory cannot be locked
+    (some network filesystems) the file lock alone is the lock and :meth:`refresh` refuses to go
+    on once the file is no longer the one held.
+    """
+
+    def __init__(self, run: RunDir, owner: str) -> None:
         import fcntl
 
-        self._path = path
-        self._file: IO[str] | None = open(path, "a+", encoding="utf-8")  # noqa: SIM115
+        self._run = run
+        self._owner = owner
+        self._fd: int | None = None
+        self._dir_fd: int | None = os.open(run.root, DIR_FLAGS)
         try:
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self._dir_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            self._file.seek(0)
-            text = self._file.read()
-            self._file.close()
-            self._file = None
-            try:
-                holder = _lock_holder(json.loads(text))
-            except ValueError:
-                holder = "another process"
-            raise LockedError(f"{path}: the run is locked by {holder}") from None
-        self._file.seek(0)
-        self._file.truncate()
-        self._file.write(json.dumps(_lock_record(owner, uuid.uuid4().hex)))
-        self._file.flush()
+            self.release()
+            raise LockedError(f"{self._where}: the run is locked by {self._holder()}") from None
+        except OSError as err:
+            log.debug("%s: cannot lock the directory (%s); locking the file alone", run.root, err)
+            os.close(self._dir_fd)
+            self._dir_fd = None
+        try:
+            self._fd = self._take_file()
+        except BaseException:
+            self.release()
+            raise
+
+    @property
+    def _where(self) -> str:
+        return self._run.path(LOCK_NAME)
+
+    def _holder(self) -> str:
+        try:
+            fd = os.open(self._where, os.O_RDONLY | NOFOLLOW | CLOEXEC)
+        except OSError:
+            return "another process"
+        try:
+            return _read_record(fd)
+        finally:
+            os.close(fd)
+
+    def _take_file(self) -> int:
+        import fcntl
+
+        fd = self._run.open_in_place(LOCK_NAME, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_record(fd)
+            os.close(fd)
+            raise LockedError(f"{self._where}: the run is locked by {holder}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(lock_record(self._owner, uuid.uuid4().hex)).encode(), 0)
+        return fd
 
     def refresh(self) -> None:
-        """Nothing to do: the OS keeps a flock for as long as the process lives."""
+        """Re-create ``.lock`` if it was deleted or replaced while held (the directory lock kept
+        other writers out); without a directory lock, raise :class:`LockedError` instead."""
+        if self._fd is None:
+            return
+        try:
+            if os.path.samestat(os.fstat(self._fd), os.lstat(self._where)):
+                return
+        except FileNotFoundError:
+            pass
+        if self._dir_fd is None:
+            raise LockedError(
+                f"{self._where}: the lock file was deleted or replaced while this writer held "
+                "the run, so another writer may have taken it: stop all but one writer"
+            )
+        log.warning("%s: the lock file was deleted or replaced; re-created it", self._where)
+        held, self._fd = self._fd, None
+        os.close(held)
+        self._fd = self._take_file()
 
     def release(self) -> None:
-        """Unlock (the file stays: unlinking a flock file races with a new opener)."""
-        if self._file is not None:
-            import fcntl
+        """Unlock (the file stays: unlinking a lock file races with a new opener); idempotent."""
+        import fcntl
 
+        fd, self._fd = self._fd, None
+        if fd is not None:
             with contextlib.suppress(OSError):
-                self._file.seek(0)
-                self._file.truncate()
-                fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
+                os.ftruncate(fd, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        dir_fd, self._dir_fd = self._dir_fd, None
+        if dir_fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(dir_fd, fcntl.LOCK_UN)
+            os.close(dir_fd)
 
 
 class LocalStorage:
-    """A run directory on a local filesystem: fsync + rename commits, flock writer lock."""
+    """A run directory on a local filesystem: fsync + rename commits, flock writer lock.
+
+    Writes, renames and deletes never follow a symbolic link inside the run (a write meeting one
+    raises :class:`~highmark.errors.CorruptCheckpointError` naming it); reads do.
+    """
 
     is_local = True
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.url = os.fspath(root)
         self.root = os.path.abspath(self.url)
+        self._dir = RunDir(self.root)
 
     def _path(self, rel: str) -> str:
         check_relpath(rel)
-        return os.path.join(self.root, *rel.split("/")) if rel else self.root
+        return self._dir.path(rel)
 
     @contextlib.contextmanager
     def open_write(self, rel: str) -> Iterator[BinaryIO]:
-        """Open ``rel`` for a sequential write; fsync on clean exit, remove the file on error."""
+        """Open a new file ``rel`` to write in sequence; fsync on clean exit, remove it on error."""
         path = self._path(rel)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        f = StreamingFile(path)  # the disk starts writing while the caller still writes
+        # the disk starts writing while the caller still writes
+        f = StreamingFile(path, opener=lambda _path, _flags: self._dir.create(rel))
         try:
             yield f
             os.fsync(f.fileno())
         except BaseException:
             f.close()
             with contextlib.suppress(OSError):
-                os.unlink(path)
+                self._dir.remove(rel)
             raise
         f.close()
+
+    def open_append(self, rel: str) -> BinaryIO:
+        """Open ``rel`` in place for appending and reading (created when missing).
+
+        Raises:
+            CorruptCheckpointError: ``rel`` is a link, not a regular file or has other hard links.
+        """
+        fd = self._dir.open_in_place(check_relpath(rel), os.O_RDWR | os.O_APPEND)
+        return open(fd, "a+b")  # type: ignore[return-value]
 
     def open_read(self, rel: str) -> BinaryIO:
         return open(self._path(rel), "rb")
@@ -238,21 +217,7 @@ class LocalStorage:
 
     def replace_atomic(self, rel: str, data: bytes) -> None:
         """Write a temporary sibling, fsync it, rename it over ``rel``, fsync the directory."""
-        path = self._path(rel)
-        parent = os.path.dirname(path)
-        os.makedirs(parent, exist_ok=True)
-        tmp = os.path.join(parent, f"{_TMP_PREFIX}{os.path.basename(path)}-{uuid.uuid4().hex[:8]}")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        _fsync_path(parent, directory=True)
+        self._dir.replace(check_relpath(rel), data)
 
     def exists(self, rel: str) -> bool:
         return os.path.exists(self._path(rel))
@@ -267,23 +232,14 @@ class LocalStorage:
             return []
 
     def makedirs(self, rel: str) -> None:
-        os.makedirs(self._path(rel), exist_ok=True)
+        self._dir.makedirs(check_relpath(rel))
 
     def remove(self, rel: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._path(rel))
+        self._dir.remove(check_relpath(rel))
 
     def remove_tree(self, rel: str) -> None:
         """Remove a directory: renamed to a hidden name first, so it disappears atomically."""
-        path = self._path(rel)
-        if not os.path.exists(path):
-            return
-        if "/" not in rel and not rel.startswith("."):
-            trash = self._path(f"{_TMP_PREFIX}del-{rel}-{uuid.uuid4().hex[:8]}")
-            os.rename(path, trash)
-            _fsync_path(self.root, directory=True)
-            path = trash
-        shutil.rmtree(path, ignore_errors=True)
+        self._dir.remove_tree(check_relpath(rel))
 
     def free_bytes(self) -> int | None:
         probe = self.root
@@ -293,7 +249,7 @@ class LocalStorage:
 
     def staging_dir(self, final: str) -> str:
         check_relpath(final)
-        return f"{_TMP_PREFIX}{final.replace('/', '_')}-{uuid.uuid4().hex[:8]}"
+        return f"{TMP_PREFIX}{final.replace('/', '_')}-{uuid.uuid4().hex[:8]}"
 
     def commit_dir(self, staging: str, final: str) -> None:
         """Fsync every file and directory under ``staging``, rename it to ``final``, fsync root.
@@ -301,51 +257,18 @@ class LocalStorage:
         An existing ``final`` is moved aside first and removed after the rename; if the process
         dies between the two renames, :meth:`recover` puts the old one back.
         """
-        src, dst = self._path(staging), self._path(final)
-        for dirpath, _dirs, files in os.walk(src, topdown=False):
-            for name in files:
-                _fsync_path(os.path.join(dirpath, name))
-            _fsync_path(dirpath, directory=True)
-        old = None
-        if os.path.exists(dst):
-            old = self._path(f"{_OLD_PREFIX}{final}-{uuid.uuid4().hex[:8]}")
-            os.rename(dst, old)
-        os.rename(src, dst)
-        _fsync_path(os.path.dirname(dst), directory=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        self._dir.commit(check_relpath(staging), check_relpath(final))
 
     def is_committed(self, final: str) -> bool:
         return os.path.isdir(self._path(final))
 
     def recover(self) -> list[str]:
         """Clean leftovers of interrupted saves and deletes; returns the names removed."""
-        removed = []
-        for name in self.listdir():
-            path = self._path(name)
-            if name.startswith(_OLD_PREFIX):
-                final = name[len(_OLD_PREFIX) :].rsplit("-", 1)[0]
-                if final and not os.path.exists(self._path(final)):
-                    os.rename(path, self._path(final))
-                    log.warning(
-                        "%s: restored %s, replaced by a save that did not finish", path, final
-                    )
-                    continue
-            elif not name.startswith(_TMP_PREFIX):
-                continue
-            if os.path.isdir(path):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
-            removed.append(name)
-        if removed:
-            _fsync_path(self.root, directory=True)
-        return removed
+        return self._dir.recover()
 
     def lock(self, owner: str) -> StorageLock:
         os.makedirs(self.root, exist_ok=True)
-        return _LocalLock(self._path(LOCK_NAME), owner)
+        return _LocalLock(self._dir, owner)
 
 
 def open_storage(
@@ -361,18 +284,7 @@ def open_storage(
     if text.startswith("file://"):
         text = text[len("file://") :]
     elif "://" in text:
-        from highmark.store.objectstore import FsspecStorage
-
         return FsspecStorage(text, storage_options)
     if storage_options:
         raise ConfigError(f"{text}: storage_options only apply to fsspec URLs, not local paths")
     return LocalStorage(text)
-
-
-def __getattr__(name: str) -> Any:
-    """Re-exports the object-store backends (kept in :mod:`highmark.store.objectstore`)."""
-    if name in ("FsspecStorage", "MemoryStorage"):
-        from highmark.store import objectstore
-
-        return getattr(objectstore, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -37,7 +37,7 @@ from highmark.errors import (
     CorruptCheckpointError,
     IncompatibleFormatError,
 )
-from highmark.store.backend import Storage
+from highmark.store.base import COMMIT_MARKER, Storage
 from highmark.store.checks import (
     FORMAT_VERSION,
     canonical,
@@ -271,8 +271,8 @@ def verify_checkpoint(
 
     Checks for each file: present, size, header valid and matching the manifest, and its xxh3-64:
     in format 2 each tensor's, then the file's derived from them and the header (each byte read and
-    hashed once); in format 1 the whole file's. Never raises for damage (an empty list means
-    intact).
+    hashed once); in format 1 the whole file's. Any other file in the directory (one the manifest
+    does not name) is a problem too. Never raises for damage (an empty list means intact).
     """
     if manifest is None:
         try:
@@ -292,7 +292,18 @@ def verify_checkpoint(
             problem = f"unreadable: {exc}"
         if problem:
             problems.append((rel, problem))
-    return problems
+    return problems + _unexpected(storage, ckpt_dir, manifest)
+
+
+def _unexpected(
+    storage: Storage, ckpt_dir: str, manifest: Mapping[str, Any]
+) -> list[tuple[str, str]]:
+    """Every entry of the checkpoint directory that the manifest does not name."""
+    expected = {MANIFEST, *(file["name"] for file in manifest["files"])}
+    if not storage.is_local:
+        expected.add(COMMIT_MARKER)
+    why = "unexpected file: the manifest does not name it (highmark did not write it here)"
+    return [(f"{ckpt_dir}/{n}", why) for n in storage.listdir(ckpt_dir) if n not in expected]
 
 
 def _verify_file(storage: Storage, rel: str, file: Mapping[str, Any], version: int) -> str | None:

@@ -15,7 +15,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,9 +34,7 @@ __all__ = [
     "INDEX",
     "INDEX_FORMAT",
     "CheckpointInfo",
-    "CheckpointStatus",
     "Entry",
-    "VerifyReport",
     "load_index",
     "parse_step_dir",
     "step_dir",
@@ -78,37 +76,6 @@ class CheckpointInfo:
     is_best: bool = False
     is_latest: bool = False
     kept_by: str = ""
-
-
-@dataclass
-class CheckpointStatus:
-    """The verification result of one checkpoint."""
-
-    step: int
-    path: str
-    problems: list[tuple[str, str]] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """Whether every file is present and matches its checksum."""
-        return not self.problems
-
-
-@dataclass
-class VerifyReport:
-    """Which checkpoints and files are intact or damaged (verification never raises for damage)."""
-
-    checkpoints: list[CheckpointStatus] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """Whether every checkpoint verified intact."""
-        return all(c.ok for c in self.checkpoints)
-
-    @property
-    def damaged(self) -> list[tuple[str, str]]:
-        """Every damaged or missing file as (path, reason)."""
-        return [(f"{c.path}/{rel}", why) for c in self.checkpoints for rel, why in c.problems]
 
 
 @dataclass
@@ -335,6 +302,8 @@ def open_index(storage: Storage, monitor: Monitor | None, read_only: bool) -> In
     changed = loaded is None
     state = loaded or IndexState()
     committed: set[int] = set()
+    # A reader races the writer's commit-then-index and index-then-delete: not worth a warning.
+    drift = logging.INFO if read_only else logging.WARNING
     readded = False  # a crash between commit and index write: the ranking must be redone
     for name in storage.listdir():
         step = parse_step_dir(name)
@@ -353,10 +322,10 @@ def open_index(storage: Storage, monitor: Monitor | None, read_only: bool) -> In
                 log.warning("%s: not indexing %s: %s", url, name, err)
                 continue
             state.entries[step] = entry_from_manifest(storage, name, manifest)
-            log.warning("%s: re-indexed committed %s missing from the index", url, name)
+            log.log(drift, "%s: re-indexed committed %s missing from the index", url, name)
             changed = readded = True
     for step in sorted(set(state.entries) - committed):
-        log.warning("%s: dropping %s from the index: its directory is gone", url, step_dir(step))
+        log.log(drift, "%s: dropping %s from the index: its directory is gone", url, step_dir(step))
         del state.entries[step]
         changed = True
     config = monitor.config() if monitor else None
@@ -370,22 +339,3 @@ def open_index(storage: Storage, monitor: Monitor | None, read_only: bool) -> In
     if changed and not read_only:
         storage.replace_atomic(INDEX, state.to_bytes(__version__))
     return state
-
-
-def verify_steps(storage: Storage, steps: list[int], path: Callable[[int], str]) -> VerifyReport:
-    """Verifies the files of the given checkpoints; damage is reported, never raised."""
-    from highmark.store import format as fmt
-
-    report = VerifyReport()
-    for step in steps:
-        name = step_dir(step)
-        status = CheckpointStatus(step, path(step))
-        try:
-            if not storage.is_committed(name):
-                status.problems.append(("", "not committed"))
-            else:
-                status.problems.extend(fmt.verify_checkpoint(storage, name))
-        except (CorruptCheckpointError, OSError) as err:
-            status.problems.append((fmt.MANIFEST, str(err)))
-        report.checkpoints.append(status)
-    return report

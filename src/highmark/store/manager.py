@@ -42,9 +42,7 @@ from highmark.store.backend import Storage, StorageLock, open_storage
 from highmark.store.index import (
     INDEX,
     CheckpointInfo,
-    CheckpointStatus,
     Entry,
-    VerifyReport,
     clean_metadata,
     clean_metrics,
     entry_from_manifest,
@@ -52,10 +50,10 @@ from highmark.store.index import (
     recorded_monitor,
     records,
     step_dir,
-    verify_steps,
     would_be_best,
 )
 from highmark.store.manifests import ManifestCache
+from highmark.store.verification import CheckpointStatus, VerifyReport, verify_steps
 from highmark.store.writer import BackgroundSaves, add_note
 from highmark.tree import FlatTree, flatten
 
@@ -374,10 +372,12 @@ class CheckpointManager:
         raise first
 
     def verify(self, which: Which | None = None) -> VerifyReport:
-        """Checks every file of every (or one) checkpoint against its recorded checksum."""
+        """Checks every file of every (or one) checkpoint against its recorded checksum, and
+        that no other file is in it; one the writer deletes meanwhile is removed, not damaged."""
         with self._mu:  # a background save may be changing the entries
             steps = sorted(self._state.entries) if which is None else [self._resolve(which)]
-        return verify_steps(self.storage, steps, self._path)
+        listed = None if self.read_only else self._state.entries.__contains__
+        return verify_steps(self.storage, steps, self._path, listed)
 
     def prune(self, retention: Retention, dry_run: bool = False) -> RetentionDecision:
         """Applies ``retention`` now (best, latest and protected steps are always kept)."""

@@ -19,15 +19,15 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO, cast
 
 from highmark.errors import ConfigError, LockedError
-from highmark.store.backend import (
+from highmark.store.base import (
     COMMIT_MARKER,
     LOCK_NAME,
     StorageLock,
-    _join,
-    _lock_holder,
-    _lock_record,
-    _pid_alive,
     check_relpath,
+    join,
+    lock_holder,
+    lock_record,
+    pid_alive,
 )
 
 __all__ = ["FsspecStorage", "MemoryStorage"]
@@ -49,25 +49,40 @@ class _ObjectLock:
             except (ValueError, OSError):
                 info = {}
             if not self._stale(info, ttl):
-                raise LockedError(f"{storage.url}: the run is locked by {_lock_holder(info)}")
-            log.warning("%s: taking over a stale lock of %s", storage.url, _lock_holder(info))
+                raise LockedError(f"{storage.url}: the run is locked by {lock_holder(info)}")
+            log.warning("%s: taking over a stale lock of %s", storage.url, lock_holder(info))
         self.refresh()
         check = json.loads(storage.read_bytes(LOCK_NAME))
         if check.get("token") != self._token:  # lost a race with another writer
-            raise LockedError(f"{storage.url}: the run is locked by {_lock_holder(check)}")
+            raise LockedError(f"{storage.url}: the run is locked by {lock_holder(check)}")
 
     @staticmethod
     def _stale(info: dict[str, Any], ttl: float) -> bool:
         if not info:
             return True
         same_host = info.get("host") == socket.gethostname()
-        if same_host and isinstance(info.get("pid"), int) and not _pid_alive(info["pid"]):
+        if same_host and isinstance(info.get("pid"), int) and not pid_alive(info["pid"]):
             return True
         return bool(time.time() - float(info.get("time", 0.0)) > ttl)
 
     def refresh(self) -> None:
-        """Rewrite the lock object with the current time (the holder calls this on every save)."""
-        record = _lock_record(self._owner, self._token)
+        """Rewrite the lock object with the current time (the holder calls this on every save).
+
+        Raises:
+            LockedError: another writer took the lock over meanwhile (the object was deleted or
+                this holder was quiet for longer than the TTL); stop all but one writer.
+        """
+        if self._held:
+            try:
+                current = json.loads(self._storage.read_bytes(LOCK_NAME))
+            except (ValueError, OSError):
+                current = {}  # deleted (or torn): nobody else holds it now
+            if isinstance(current, dict) and current and current.get("token") != self._token:
+                raise LockedError(
+                    f"{self._storage.url}: the lock was taken over by {lock_holder(current)} "
+                    "while this writer held the run: stop all but one writer"
+                )
+        record = lock_record(self._owner, self._token)
         self._storage.replace_atomic(LOCK_NAME, json.dumps(record).encode())
         self._held = True
 
@@ -97,7 +112,7 @@ class FsspecStorage:
 
     def _path(self, rel: str) -> str:
         check_relpath(rel)
-        return _join(self.root, rel) if rel else self.root
+        return join(self.root, rel) if rel else self.root
 
     @contextlib.contextmanager
     def open_write(self, rel: str) -> Iterator[BinaryIO]:
@@ -162,8 +177,8 @@ class FsspecStorage:
 
     def remove_tree(self, rel: str) -> None:
         """Remove the commit marker first, so a half-removed checkpoint is never seen committed."""
-        if self.exists(_join(rel, COMMIT_MARKER)):
-            self.remove(_join(rel, COMMIT_MARKER))
+        if self.exists(join(rel, COMMIT_MARKER)):
+            self.remove(join(rel, COMMIT_MARKER))
         path = self._path(rel)
         s3 = hasattr(self.fs, "call_s3")
         dirs = [path]
@@ -188,10 +203,10 @@ class FsspecStorage:
     def commit_dir(self, staging: str, final: str) -> None:
         if staging != final:
             raise ConfigError(f"{self.url}: object stores commit in place ({staging} != {final})")
-        self.write_bytes(_join(final, COMMIT_MARKER), json.dumps({"time": time.time()}).encode())
+        self.write_bytes(join(final, COMMIT_MARKER), json.dumps({"time": time.time()}).encode())
 
     def is_committed(self, final: str) -> bool:
-        return self.exists(_join(final, COMMIT_MARKER))
+        return self.exists(join(final, COMMIT_MARKER))
 
     def recover(self) -> list[str]:
         """Nothing to do at the storage level: uncommitted dirs are found by the manager."""
@@ -268,10 +283,10 @@ class MemoryStorage:
         return check_relpath(final)
 
     def commit_dir(self, staging: str, final: str) -> None:
-        self.write_bytes(_join(final, COMMIT_MARKER), b"{}")
+        self.write_bytes(join(final, COMMIT_MARKER), b"{}")
 
     def is_committed(self, final: str) -> bool:
-        return _join(check_relpath(final), COMMIT_MARKER) in self.files
+        return join(check_relpath(final), COMMIT_MARKER) in self.files
 
     def recover(self) -> list[str]:
         return []

@@ -53,11 +53,15 @@ _SYNC_FILE_RANGE = _load_sync_file_range()
 class StreamingFile(io.FileIO):
     """A new file opened for writing (unbuffered) that starts writeback behind the writer.
 
+    ``opener`` opens it instead of ``open(path, "wb")`` (as for :class:`io.FileIO`).
+
     ``write`` always writes all of ``data`` (looping over short writes) and returns its length.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        super().__init__(path, "wb")
+    def __init__(
+        self, path: str | os.PathLike[str], opener: Callable[[str, int], int] | None = None
+    ) -> None:
+        super().__init__(path, "wb", opener=opener)
         self._written = 0
         self._started = 0  # bytes whose writeback has been started
         self._writeback = _SYNC_FILE_RANGE
