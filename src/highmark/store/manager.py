@@ -17,13 +17,11 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from highmark.__about__ import __version__
 from highmark.errors import ConfigError, CorruptCheckpointError, InsufficientSpaceError
 from highmark.policy.monitor import Monitor
 from highmark.policy.retention import (
@@ -35,22 +33,25 @@ from highmark.policy.retention import (
 from highmark.store import format as fmt
 from highmark.store.backend import Storage, StorageLock, open_storage
 from highmark.store.index import (
-    INDEX,
     CheckpointInfo,
     CheckpointStatus,
     Entry,
     VerifyReport,
     clean_metadata,
     clean_metrics,
-    entry_from_manifest,
-    open_index,
-    recorded_monitor,
     records,
     step_dir,
     verify_steps,
     would_be_best,
 )
 from highmark.store.manifests import ManifestCache
+from highmark.store.rebuild import (
+    entry_from_manifest,
+    lock_run,
+    open_index,
+    recorded_monitor,
+    write_index,
+)
 from highmark.store.writer import BackgroundSaves, add_note
 from highmark.tree import FlatTree, flatten
 
@@ -129,9 +130,7 @@ class CheckpointManager:
         self._closed = False
         self._mu = threading.RLock()  # the writer thread updates the index state
         if not read_only:
-            self.storage.makedirs("")
-            owner = f"highmark CheckpointManager pid {os.getpid()} on {socket.gethostname()}"
-            self._lock = self.storage.lock(owner)
+            self._lock = lock_run(self.storage)  # a full disk: an OSError saying nothing changed
         try:
             self._state = open_index(self.storage, self.monitor, read_only)
         except BaseException:
@@ -143,8 +142,8 @@ class CheckpointManager:
         """The run directory as given (path or URL); the same as ``directory``."""
         return self.directory
 
-    def _write_index(self) -> None:
-        self.storage.replace_atomic(INDEX, self._state.to_bytes(__version__))
+    def _write_index(self, situation: str) -> None:
+        write_index(self.storage, self._state, situation)  # an OSError notes what is safe
 
     def save(
         self,
@@ -248,13 +247,16 @@ class CheckpointManager:
                 if self._state.best_step == step:
                     best = best_record(records(self._state), self.monitor) if self.monitor else None
                     self._state.best_step = best.step if best else None
-                self._write_index()
+                self._write_index(f"before replacing step {step} (nothing was deleted)")
 
     def _apply(self, decision: RetentionDecision, trigger: int | None) -> None:
         """Records the decision in the index, writes it, and only then deletes."""
         for note in self._state.record_decision(decision, trigger):
             log.warning("%s: %s", self.url, note)
-        self._write_index()
+        when = (
+            "while pruning" if trigger is None else f"after checkpoint step {trigger} was committed"
+        )
+        self._write_index(f"{when} (no checkpoint was deleted)")
         for step in decision.delete:
             try:
                 self.storage.remove_tree(step_dir(step))
