@@ -74,7 +74,7 @@ def test_a_full_disk_at_the_index_write_after_a_commit_says_what_is_safe(disk: P
         save(mgr, 4)
     assert info.value.errno == errno.ENOSPC
     notes = "\n".join(getattr(info.value, "__notes__", []))
-    assert "after checkpoint step 4 was committed (no checkpoint was deleted)" in notes
+    assert "failed after step 4 was committed; no checkpoint was deleted" in notes
     assert "the next open re-indexes" in notes
     mgr.close()
     filler.unlink()
@@ -105,7 +105,7 @@ def test_opening_a_writer_on_a_full_disk_says_what_is_safe(
     assert info.value.errno == errno.ENOSPC
     notes = "\n".join(getattr(info.value, "__notes__", []))
     assert stage in notes
-    assert "intact" in notes
+    assert "intact" in notes or "no checkpoint was deleted" in notes
     with CheckpointManager(run, monitor="loss", read_only=True) as reader:
         assert [c.step for c in reader.checkpoints()] == [1, 2, 3]
         assert torch.equal(reader.restore("best")["w"], state(3)["w"])

@@ -31,6 +31,7 @@ from highmark.policy.retention import (
     retention_from_flags,
 )
 from highmark.store import format as fmt
+from highmark.store import rebuild
 from highmark.store.backend import Storage, StorageLock, open_storage
 from highmark.store.index import (
     CheckpointInfo,
@@ -45,13 +46,6 @@ from highmark.store.index import (
     would_be_best,
 )
 from highmark.store.manifests import ManifestCache
-from highmark.store.rebuild import (
-    entry_from_manifest,
-    lock_run,
-    open_index,
-    recorded_monitor,
-    write_index,
-)
 from highmark.store.writer import BackgroundSaves, add_note
 from highmark.tree import FlatTree, flatten
 
@@ -114,7 +108,7 @@ class CheckpointManager:
         self.monitor = Monitor(monitor, mode=mode) if isinstance(monitor, str) else monitor
         if self.monitor is None:
             # Reopening a run without naming the monitor keeps the recorded ranking.
-            self.monitor = recorded_monitor(self.storage)
+            self.monitor = rebuild.recorded_monitor(self.storage)
         self.retention = retention or retention_from_flags(
             self.monitor, keep_best, keep_last, keep_every, max_bytes
         )
@@ -130,9 +124,11 @@ class CheckpointManager:
         self._closed = False
         self._mu = threading.RLock()  # the writer thread updates the index state
         if not read_only:
-            self._lock = lock_run(self.storage)  # a full disk: an OSError saying nothing changed
+            self._lock = rebuild.lock_run(
+                self.storage
+            )  # a full disk: an OSError saying nothing changed
         try:
-            self._state = open_index(self.storage, self.monitor, read_only)
+            self._state = rebuild.open_index(self.storage, self.monitor, read_only)
         except BaseException:
             self._release_lock()
             raise
@@ -143,7 +139,7 @@ class CheckpointManager:
         return self.directory
 
     def _write_index(self, situation: str) -> None:
-        write_index(self.storage, self._state, situation)  # an OSError notes what is safe
+        rebuild.write_index(self.storage, self._state, situation)  # an OSError notes what is safe
 
     def save(
         self,
@@ -219,7 +215,7 @@ class CheckpointManager:
         self, step: int, final: str, manifest: dict[str, Any], metrics: dict[str, float],
         metadata: dict[str, Any], created: float,
     ) -> CheckpointInfo:  # fmt: skip
-        entry = entry_from_manifest(self.storage, final, manifest)
+        entry = rebuild.entry_from_manifest(self.storage, final, manifest)
         self._manifests.put(final, manifest)
         entry.metrics, entry.metadata, entry.created = metrics, metadata, created
         self._state.entries[step] = entry
@@ -247,16 +243,14 @@ class CheckpointManager:
                 if self._state.best_step == step:
                     best = best_record(records(self._state), self.monitor) if self.monitor else None
                     self._state.best_step = best.step if best else None
-                self._write_index(f"before replacing step {step} (nothing was deleted)")
+                self._write_index(f"before replacing step {step}")
 
     def _apply(self, decision: RetentionDecision, trigger: int | None) -> None:
         """Records the decision in the index, writes it, and only then deletes."""
         for note in self._state.record_decision(decision, trigger):
             log.warning("%s: %s", self.url, note)
-        when = (
-            "while pruning" if trigger is None else f"after checkpoint step {trigger} was committed"
-        )
-        self._write_index(f"{when} (no checkpoint was deleted)")
+        when = "while pruning" if trigger is None else f"after step {trigger} was committed"
+        self._write_index(when)
         for step in decision.delete:
             try:
                 self.storage.remove_tree(step_dir(step))

@@ -116,9 +116,9 @@ def write_index(storage: Storage, state: IndexState, situation: str) -> None:
     except OSError as err:
         add_note(
             err,
-            f"highmark: writing {storage.url}/{INDEX} failed {situation}; the file is left as it "
-            "was and the checkpoints are intact: the next open re-indexes from their manifests "
-            "whatever the index lacks",
+            f"highmark: writing {storage.url}/{INDEX} failed {situation}; no checkpoint was "
+            "deleted and the file is left as it was: the next open re-indexes from the "
+            "checkpoints' manifests whatever it lacks",
         )
         raise
 
