@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 Which = str | int
-_SPEC = re.compile(r"^(?P<run>.+?):(?P<which>\d+|best|latest)$")
+_SPEC = re.compile(r"(?P<run>.+?):(?P<which>[0-9]+|best|latest)")  # whole spec, ASCII digits
 
 
 def parse_spec(spec: str, default: Which = "latest") -> tuple[str, Which]:
@@ -42,7 +42,7 @@ def parse_spec(spec: str, default: Which = "latest") -> tuple[str, Which]:
     >>> parse_spec("s3://bucket/run:12")
     ('s3://bucket/run', 12)
     """
-    match = _SPEC.match(spec)
+    match = _SPEC.fullmatch(spec)
     if match is None or match["run"].endswith(":/"):
         return spec, default
     which = match["which"]

@@ -16,7 +16,9 @@ Skeleton nodes (plain JSON):
   scalar adds ``"scalar": true``. The tensor's name is its key path.
 
 Every node of a tree must have its own key path: ``{"a.b": x, "a": {"b": y}}`` is refused, since
-``a.b`` would name two things.
+``a.b`` would name two things. A tree nests at most :data:`MAX_DEPTH` containers deep (the root
+container is level 1): :func:`flatten` refuses a deeper state, and a skeleton read back that nests
+deeper is malformed, so no save produces what a restore would refuse.
 
 Tensors are handled by the *leaf codecs* of :mod:`highmark.codecs`, keyed by the leaf's
 top-level module (numpy built in, torch imported lazily by name), so this module (and the store
@@ -38,6 +40,7 @@ from highmark.errors import ConfigError, UnsupportedStateError
 
 __all__ = [
     "DTYPES",
+    "MAX_DEPTH",
     "DType",
     "FlatTree",
     "LeafCodec",
@@ -50,6 +53,10 @@ __all__ = [
     "top_level_keys",
     "unflatten",
 ]
+
+#: How many dict/list/tuple levels a state may nest (the root container is level 1); one limit
+#: for saving and reading, far below what Python's recursion limit allows.
+MAX_DEPTH = 100
 
 _JSON_SCALARS = (int, float, bool, str, type(None))
 _CONTAINERS = ("dict", "odict", "list", "tuple")
@@ -86,8 +93,9 @@ def flatten(tree: Any, *, describe: bool = True) -> FlatTree:
     a caller that describes the leaves itself (a restore comparing them with the checkpoint's).
 
     Raises:
-        UnsupportedStateError: naming the key path of the first value that cannot be stored, or of
-            a key path that two entries of the tree share.
+        UnsupportedStateError: naming the key path of the first value that cannot be stored, of
+            a key path that two entries of the tree share, or of a container nested deeper than
+            :data:`MAX_DEPTH`.
     """
     tensors: dict[str, Any] = {}
     kinds: dict[str, str] = {}
@@ -101,6 +109,8 @@ def flatten(tree: Any, *, describe: bool = True) -> FlatTree:
         if kind is dict or kind is OrderedDict or kind is list or kind is tuple:
             if id(node) in open_containers:
                 raise UnsupportedStateError(path, "the state contains itself (a reference cycle)")
+            if len(open_containers) >= MAX_DEPTH:
+                raise _too_deep(path)
             open_containers.add(id(node))
             try:
                 return container(node, kind, path)
@@ -155,6 +165,14 @@ def flatten(tree: Any, *, describe: bool = True) -> FlatTree:
     return FlatTree(tensors=tensors, skeleton=skeleton, kinds=kinds)
 
 
+def _too_deep(path: str) -> UnsupportedStateError:
+    return UnsupportedStateError(
+        path,
+        f"the state nests deeper than {MAX_DEPTH} levels of dict/list/tuple (the limit, "
+        "highmark.tree.MAX_DEPTH); flatten that part of the state",
+    )
+
+
 def _shared_path(path: str) -> UnsupportedStateError:
     return UnsupportedStateError(
         path,
@@ -193,8 +211,8 @@ def tensor_leaves(tree: Any) -> dict[str, tuple[Any, str]]:
     restore that fills an existing tree: a numpy scalar comes as a 0-d array, like there.
 
     Raises:
-        UnsupportedStateError: for a value that cannot be stored, a cycle, or a key path that
-            two tensors share.
+        UnsupportedStateError: for a value that cannot be stored, a cycle, a key path that two
+            tensors share, or nesting deeper than :data:`MAX_DEPTH`.
     """
     out: dict[str, tuple[Any, str]] = {}
     open_containers: set[int] = set()
@@ -206,6 +224,8 @@ def tensor_leaves(tree: Any) -> dict[str, tuple[Any, str]]:
         if kind is dict or kind is OrderedDict or kind is list or kind is tuple:
             if id(node) in open_containers:
                 raise UnsupportedStateError(path, "the state contains itself (a reference cycle)")
+            if len(open_containers) >= MAX_DEPTH:
+                raise _too_deep(path)
             open_containers.add(id(node))
             prefix = f"{path}." if path else ""
             pairs = node.items() if kind is dict or kind is OrderedDict else enumerate(node)
@@ -262,9 +282,10 @@ def _nodes(skeleton: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
         ValueError: when the skeleton is malformed or two nodes below the root share a key path.
     """
     seen: set[str] = set()
-    stack: list[tuple[str, Any, bool]] = [(prefix, skeleton, True)]
+    stack: list[tuple[str, Any, int]] = [(prefix, skeleton, 0)]  # depth: containers above
     while stack:
-        path, node, root = stack.pop()
+        path, node, depth = stack.pop()
+        root = depth == 0
         where = path or "<root>"
         if not root:
             if path in seen:
@@ -276,23 +297,31 @@ def _nodes(skeleton: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
                 raise ValueError(f"{where}: {type(node).__name__} is not a skeleton node")
             continue
         if "tensor" in node:
-            if not has_codec(node["tensor"]) or not set(node) <= {"tensor", "scalar"}:
-                raise ValueError(f"{where}: bad tensor node {node!r}")
+            kind, scalar = node["tensor"], node.get("scalar", True)
+            if type(kind) is not str or not has_codec(kind) or scalar is not True:
+                shown = kind if type(kind) is str else type(kind).__name__
+                raise ValueError(f"{where}: bad tensor node (kind {shown!r:.40})")
+            if not set(node) <= {"tensor", "scalar"}:
+                raise ValueError(f"{where}: bad tensor node with keys {sorted(node)[:5]}")
             continue
         if len(node) != 1 or next(iter(node)) not in _CONTAINERS:
             raise ValueError(f"{where}: bad skeleton node with keys {sorted(node)}")
+        if depth >= MAX_DEPTH:
+            raise ValueError(
+                f"the tree nests deeper than {MAX_DEPTH} levels (the limit) at {where}"
+            )
         tag, body = next(iter(node.items()))
         if not isinstance(body, list):
             raise ValueError(f"{where}: {tag} body is not a list")
-        children: list[tuple[str, Any, bool]] = []
+        children: list[tuple[str, Any, int]] = []
         if tag in ("dict", "odict"):
             for pair in body:
                 ok = isinstance(pair, list) and len(pair) == 2
                 if not ok or type(pair[0]) not in (str, int):
-                    raise ValueError(f"{where}: bad dict entry {pair!r:.80}")
-                children.append((_join(path, pair[0]), pair[1], False))
+                    raise ValueError(f"{where}: bad dict entry (not a [str or int key, node] pair)")
+                children.append((_join(path, pair[0]), pair[1], depth + 1))
         else:
-            children = [(_join(path, i), child, False) for i, child in enumerate(body)]
+            children = [(_join(path, i), child, depth + 1) for i, child in enumerate(body)]
         stack.extend(reversed(children))
 
 

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 def _version_tuple(text: str) -> tuple[int, ...]:
     parts: list[int] = []
     for piece in text.split("."):
-        match = re.match(r"\d+", piece)
+        match = re.match(r"[0-9]+", piece)  # a leading number, ASCII digits only
         if match is None:
             break
         parts.append(int(match.group()))

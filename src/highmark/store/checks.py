@@ -1,9 +1,14 @@
-"""Validation of hostile checkpoint input: safetensors headers and manifests.
+"""Validation of hostile checkpoint input: safetensors headers, manifests and JSON documents.
 
 Everything read from storage is checked before it is used: a header length against the file size
-before anything is allocated, JSON well-formedness, dtypes, shapes against byte lengths, offsets
-contiguous and in bounds, file names that are plain names, and the manifest's own checksum.
-Failures raise :class:`~highmark.errors.CorruptCheckpointError` naming the file.
+before anything is allocated, a JSON document's size and what parsing it may allocate before it is
+parsed (:func:`load_json`), JSON well-formedness and nesting, dtypes, shapes (at most
+:data:`MAX_DIMS` dimensions) against byte lengths, offsets contiguous and in bounds, file names
+that are plain names, and the manifest's own checksum. Failures raise
+:class:`~highmark.errors.CorruptCheckpointError` naming the file.
+
+The limits are shared with the writer, which refuses to save what a reader would refuse
+(:func:`document_problem`, :func:`shape_problem`, :data:`MAX_HEADER`).
 """
 
 from __future__ import annotations
@@ -20,24 +25,112 @@ import xxhash
 
 from highmark.__about__ import __version__
 from highmark.errors import CorruptCheckpointError, IncompatibleFormatError
-from highmark.tree import DTYPES, tensor_kinds
+from highmark.tree import DTYPES, MAX_DEPTH, tensor_kinds
 
 __all__ = [
     "FORMAT_VERSION",
+    "MAX_DIMS",
     "MAX_HEADER",
+    "MAX_JSON",
+    "PARSE_FACTOR",
     "Header",
     "canonical",
     "check_header",
+    "document_problem",
     "file_digest",
     "hex64",
+    "json_depth",
+    "load_json",
+    "parse_cost",
     "read_header",
+    "shape_problem",
     "validate_manifest",
 ]
 
 FORMAT_VERSION = 2  # 2: a file's xxh3 is derived from its header and tensor digests (file_digest)
 MAX_HEADER = 100 << 20  # the limit safetensors itself applies
-_HEX16 = re.compile(r"^[0-9a-f]{16}$")
+MAX_JSON = 64 << 20  # the largest manifest or index read (and written)
+#: Parsing a JSON document may allocate at most this many times its size (by :func:`parse_cost`).
+PARSE_FACTOR = 32
+MAX_DIMS = 64  # numpy's limit (NPY_MAXDIMS), for every tensor
+_MAX_NBYTES = (1 << 63) - 1  # what numpy and torch can index
+_PARSE_SLACK = 1 << 16  # lets tiny documents through the factor
+_HEX16 = re.compile(r"[0-9a-f]{16}")
 _ST_BITS = {d.st: d.st_bits for d in DTYPES.values() if d.st is not None}
+
+
+def parse_cost(data: bytes) -> int:
+    """An upper bound of the bytes ``json.loads`` allocates for ``data``, counted, not parsed.
+
+    Each object, array, key, value and string is charged the most it costs in CPython (a small
+    dict ~200 bytes, a list ~100, a dict entry ~64, a list slot and a number ~48, a string ~64
+    plus its characters at up to 4 bytes each, the decoder 4 KiB); a handful of ``bytes.count``
+    passes, no parsing.
+    """
+    objects, arrays = data.count(b"{"), data.count(b"[")
+    pairs, items = data.count(b":"), data.count(b",")
+    strings = data.count(b'"') // 2
+    values = items + pairs + arrays + 1
+    wide = not data.isascii() or (b"\\" in data and b"\\u" in data)  # memchr first: faster
+    width = 4 if wide else 1
+    nodes = 200 * objects + 100 * arrays + 64 * pairs + 48 * values + 64 * strings
+    return nodes + width * len(data) + 4096  # the last term: the decoder itself
+
+
+def document_problem(data: bytes) -> str | None:
+    """Why a JSON document of these bytes is refused before parsing (too large, or too costly to
+    parse: more than :data:`PARSE_FACTOR` times its size), or None."""
+    if len(data) > MAX_JSON:
+        return f"{len(data)} bytes is larger than the limit of {MAX_JSON} bytes"
+    cost = parse_cost(data)
+    if cost > PARSE_FACTOR * len(data) + _PARSE_SLACK:
+        return (
+            f"parsing its {len(data)} bytes could take {cost} bytes of memory, more than "
+            f"{PARSE_FACTOR} times its size (the limit)"
+        )
+    return None
+
+
+def load_json(data: bytes, rel: str) -> Any:
+    """Parses a JSON document read from storage, after checking what parsing may allocate.
+
+    Raises:
+        CorruptCheckpointError: naming ``rel``, when the document is too large, too costly to
+            parse (:func:`document_problem`), not UTF-8 JSON, or nested too deeply to parse.
+    """
+    problem = document_problem(data)
+    if problem is not None:
+        raise CorruptCheckpointError(rel, f"JSON refused before parsing: {problem}")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise CorruptCheckpointError(rel, f"not valid JSON: {str(exc)[:200]}") from None
+
+
+def json_depth(value: Any, limit: int) -> int:
+    """How deep a parsed JSON value nests (a scalar is 0), counted up to ``limit + 1``."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list, tuple)):
+            if depth > limit:
+                return depth
+            deepest = max(deepest, depth)
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def shape_problem(shape: Sequence[int], itemsize: int) -> str | None:
+    """Why a tensor of this shape (ints >= 0) cannot be stored and read back (too many
+    dimensions, or more elements than numpy and torch can index), or None."""
+    if len(shape) > MAX_DIMS:
+        return f"{len(shape)} dimensions, more than the limit of {MAX_DIMS}"
+    elements = math.prod(shape) or math.prod(n for n in shape if n)  # empty: the others count
+    if elements * itemsize > _MAX_NBYTES:
+        return f"shape {list(shape)!r:.120} has more elements than numpy and torch can index"
+    return None
 
 
 def hex64(digest: int) -> str:
@@ -79,6 +172,13 @@ def _plain_name(name: Any) -> bool:
 
 
 def validate_manifest(m: Any, rel: str) -> None:
+    """Checks a parsed manifest: format, checksum, nesting, and every field before it is used.
+
+    Raises:
+        CorruptCheckpointError: naming ``rel``, for anything malformed, hostile or damaged.
+        IncompatibleFormatError: when it was written in a newer format.
+    """
+
     def bad(message: str) -> CorruptCheckpointError:
         return CorruptCheckpointError(rel, message)
 
@@ -86,53 +186,85 @@ def validate_manifest(m: Any, rel: str) -> None:
         raise bad("not a JSON object")
     version = m.get("format")
     if type(version) is not int or version < 1:
-        raise bad(f"no valid format version (got {version!r})")
+        raise bad(f"no valid format version (got {version!r:.40})")
     if version > FORMAT_VERSION:
         raise IncompatibleFormatError(
             f"{rel}: written in checkpoint format {version}; this highmark ({__version__}) reads "
             f"format {FORMAT_VERSION} and older: upgrade highmark"
         )
+    for key, value in m.items():  # the skeleton is checked as it is walked, the files per field
+        if key not in ("skeleton", "files") and json_depth(value, MAX_DEPTH) > MAX_DEPTH:
+            raise bad(f"{key!r:.40} nests deeper than {MAX_DEPTH} levels (the limit)")
     checksum = m.get("checksum")
-    if not isinstance(checksum, str) or checksum != hex64(xxhash.xxh3_64_intdigest(canonical(m))):
+    try:
+        body = canonical(m)
+    except RecursionError:
+        raise bad("the manifest nests too deeply to be checked") from None
+    if not isinstance(checksum, str) or checksum != hex64(xxhash.xxh3_64_intdigest(body)):
         raise bad("manifest checksum mismatch (the manifest is damaged or was edited)")
-    if not _is_int(m.get("step")) or not isinstance(m.get("created"), (int, float)):
+    created = m.get("created")
+    if not _is_int(m.get("step")) or not _finite(created):
         raise bad("missing or invalid step/created")
     if not isinstance(m.get("metrics"), dict) or not isinstance(m.get("metadata"), dict):
         raise bad("missing or invalid metrics/metadata")
     try:
         kinds = tensor_kinds(m.get("skeleton"))
     except (ValueError, RecursionError) as exc:
-        raise bad(f"invalid skeleton: {exc}") from None
+        raise bad(f"invalid skeleton: {str(exc)[:200]}") from None
     files = m.get("files")
     if not isinstance(files, list):
         raise bad("missing file list")
     seen_files: set[str] = set()
     seen: set[str] = set()
     for f in files:
-        if not isinstance(f, dict) or not _plain_name(f.get("name")):
-            raise bad(f"file entry with an unsafe or invalid name: {str(f)[:120]}")
-        name = f["name"]
-        if name.lower() in seen_files:
-            raise bad(f"file {name!r} listed twice")
-        seen_files.add(name.lower())
-        ok = _is_int(f.get("size")) and _is_int(f.get("data_start"), 8)
-        if not ok or not _HEX16.match(str(f.get("xxh3"))) or not isinstance(f.get("tensors"), list):
-            raise bad(f"file {name!r}: missing or invalid size/data_start/xxh3/tensors")
-        end = 0
-        for t in f["tensors"]:
-            tname = t.get("name") if isinstance(t, dict) else None
-            if not isinstance(tname, str) or tname in seen or tname not in kinds:
-                raise bad(f"file {name!r}: tensor {tname!r} is duplicated or not in the skeleton")
-            seen.add(tname)
-            _validate_tensor(t, kinds[tname], f"file {name!r}, tensor {tname!r}", bad)
-            if t["data_offsets"][0] != end:
-                raise bad(f"file {name!r}, tensor {tname!r}: data offsets are not contiguous")
-            end = t["data_offsets"][1]
-        if f["data_start"] + end != f["size"]:
-            raise bad(f"file {name!r}: size {f['size']} does not match its tensors")
+        _validate_file(f, kinds, seen_files, seen, bad)
     missing = set(kinds) - seen
     if missing:
         raise bad(f"tensors in the skeleton but in no file: {sorted(missing)[:5]}")
+
+
+def _finite(value: Any) -> bool:
+    """Whether ``value`` is an int or float that is a finite float."""
+    try:
+        return type(value) in (int, float) and math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def _validate_file(
+    f: Any, kinds: Mapping[str, str], seen_files: set[str], seen: set[str], bad: Any
+) -> None:
+    """Checks one file entry of a manifest and its tensors (``seen*``: names met so far)."""
+    if not isinstance(f, dict) or not _plain_name(f.get("name")):
+        name = f.get("name") if isinstance(f, dict) else f
+        shown = name if isinstance(name, (str, int, float, type(None))) else type(name).__name__
+        raise bad(f"file entry with an unsafe or invalid name: {shown!r:.120}")
+    name = f["name"]
+    if name.lower() in seen_files:
+        raise bad(f"file {name!r} listed twice")
+    seen_files.add(name.lower())
+    ok = _is_int(f.get("size")) and _is_int(f.get("data_start"), 8)
+    if not ok or f["data_start"] > MAX_HEADER + 8 or not _is_hex16(f.get("xxh3")):
+        raise bad(f"file {name!r}: missing or invalid size/data_start/xxh3/tensors")
+    if not isinstance(f.get("tensors"), list):
+        raise bad(f"file {name!r}: missing or invalid size/data_start/xxh3/tensors")
+    end = 0
+    for t in f["tensors"]:
+        tname = t.get("name") if isinstance(t, dict) else None
+        if not isinstance(tname, str) or tname in seen or tname not in kinds:
+            shown = tname if isinstance(tname, str) else type(tname).__name__
+            raise bad(f"file {name!r}: tensor {shown!r:.120} is duplicated or not in the skeleton")
+        seen.add(tname)
+        _validate_tensor(t, kinds[tname], f"file {name!r}, tensor {tname!r}", bad)
+        if t["data_offsets"][0] != end:
+            raise bad(f"file {name!r}, tensor {tname!r}: data offsets are not contiguous")
+        end = t["data_offsets"][1]
+    if f["data_start"] + end != f["size"]:
+        raise bad(f"file {name!r}: size {f['size']} does not match its tensors")
+
+
+def _is_hex16(value: Any) -> bool:
+    return isinstance(value, str) and _HEX16.fullmatch(value) is not None
 
 
 def _numpy_dtype(name: str) -> bool:
@@ -146,10 +278,15 @@ def _numpy_dtype(name: str) -> bool:
 
 def _validate_tensor(t: dict[str, Any], kind: str, where: str, bad: Any) -> None:
     dtype, shape, offsets = t.get("dtype"), t.get("shape"), t.get("data_offsets")
-    if t.get("kind") != kind or dtype not in DTYPES or not _HEX16.match(str(t.get("xxh3"))):
+    if t.get("kind") != kind or not isinstance(dtype, str) or dtype not in DTYPES:
+        raise bad(f"{where}: invalid kind/dtype/xxh3")
+    if not _is_hex16(t.get("xxh3")):
         raise bad(f"{where}: invalid kind/dtype/xxh3")
     if not isinstance(shape, list) or not all(_is_int(n) for n in shape):
-        raise bad(f"{where}: invalid shape {shape!r:.80}")
+        raise bad(f"{where}: invalid shape (not a list of ints >= 0)")
+    problem = shape_problem(shape, DTYPES[dtype].itemsize)
+    if problem is not None:
+        raise bad(f"{where}: invalid shape: {problem}")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)):
         raise bad(f"{where}: invalid data offsets")
     if kind == "numpy" and not _numpy_dtype(dtype):
@@ -200,7 +337,7 @@ def read_header(f: BinaryIO, file_size: int, rel: str) -> Header:
         dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
         if dtype not in _ST_BITS:
             raise bad(f"tensor {name!r} has unknown dtype {dtype!r:.40}")
-        if not isinstance(shape, list) or not all(_is_int(d) for d in shape):
+        if not isinstance(shape, list) or len(shape) > MAX_DIMS or not all(map(_is_int, shape)):
             raise bad(f"tensor {name!r} has an invalid shape")
         if not (
             isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)

@@ -36,20 +36,25 @@ from highmark.errors import (
     ConfigError,
     CorruptCheckpointError,
     IncompatibleFormatError,
+    UnsupportedStateError,
 )
 from highmark.store.base import COMMIT_MARKER, Storage
 from highmark.store.checks import (
     FORMAT_VERSION,
+    MAX_JSON,
     canonical,
     check_header,
+    document_problem,
     file_digest,
     hex64,
+    json_depth,
+    load_json,
     read_header,
     validate_manifest,
 )
 from highmark.store.layout import SMALL_TENSOR, plan_files
 from highmark.store.reading import checkpoint_path, open_checked, read_checkpoint, read_head
-from highmark.tree import FlatTree
+from highmark.tree import MAX_DEPTH, FlatTree
 
 __all__ = [
     "FORMAT_VERSION",
@@ -64,7 +69,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-MAX_MANIFEST = 256 << 20
 _COPY_BLOCK = (1 << 20, 16 << 20)  # bounds of a block copied from a non-contiguous/device tensor
 _HASH_BLOCK = 16 << 20  # read size when checksumming a whole file
 _SMALL_BATCH = 1 << 20  # small tensors are written together up to this many bytes at a time
@@ -80,18 +84,44 @@ def _encode_manifest(manifest: dict[str, Any]) -> bytes:
 
 
 def _check_json(name: str, value: Any) -> None:
+    if json_depth(value, MAX_DEPTH) > MAX_DEPTH:
+        raise ConfigError(f"{name} nests deeper than {MAX_DEPTH} levels (the limit)")
     try:
         json.dumps(value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{name} must be JSON-serialisable: {exc}") from None
 
 
+def _check_manifest(data: bytes, step: int) -> None:
+    """Refuses a manifest a reader would refuse (too large, or too costly to parse)."""
+    problem = document_problem(data)
+    if problem is not None:
+        raise UnsupportedStateError(
+            "",
+            f"the manifest of step {step} would be refused when read ({problem}): the state "
+            "holds too much as JSON; store large lists of numbers as tensors",
+        )
+
+
 def estimate_size(flat: FlatTree) -> int:
-    """The bytes :func:`write_checkpoint` will write for ``flat`` (a close upper bound)."""
+    """The bytes :func:`write_checkpoint` will write for ``flat`` (a close upper bound).
+
+    Raises:
+        UnsupportedStateError: when the manifest would surely be larger than a reader reads
+            (its skeleton and tensor names alone are over ``checks.MAX_JSON`` bytes).
+    """
     # No file planning (it builds every header): the data bytes plus generous per-tensor and
     # per-file allowances for headers, alignment padding and the manifest.
     data = sum(int(leaf.nbytes) for leaf in flat.tensors.values())
     skeleton = len(json.dumps(flat.skeleton, check_circular=False))  # flatten made it: no cycles
+    names = sum(len(name) for name in flat.tensors)
+    if skeleton + names > MAX_JSON:  # both are in the manifest
+        raise UnsupportedStateError(
+            "",
+            f"the manifest would be over {skeleton + names} bytes, more than the limit of "
+            f"{MAX_JSON} a reader reads: the state's key paths or JSON values are too large; "
+            "store large lists of numbers as tensors",
+        )
     per_tensor = sum(3 * len(name) + 400 for name in flat.tensors)
     files = len({name.partition(".")[0] for name in flat.tensors}) + 1
     return data + skeleton + per_tensor + 200 * files + 4096
@@ -114,8 +144,10 @@ def write_checkpoint(
 
     Raises:
         ConfigError: when step is not a non-negative int, or metrics or metadata are not
-            JSON-serialisable (checked before anything is written).
-        UnsupportedStateError: when a leaf cannot be stored.
+            JSON-serialisable or nest deeper than ``MAX_DEPTH`` (checked before anything is
+            written).
+        UnsupportedStateError: when a leaf cannot be stored, a file's header or the manifest
+            would be over a reader's limits (``highmark.store.checks``).
         CheckpointError: when a tensor changed size while it was being written.
     """
     try:
@@ -191,7 +223,9 @@ def write_checkpoint(
         "skeleton": flat.skeleton,
         "files": files,
     }
-    storage.write_bytes(checkpoint_path(ckpt_dir, MANIFEST), _encode_manifest(manifest))
+    data = _encode_manifest(manifest)
+    _check_manifest(data, step)
+    storage.write_bytes(checkpoint_path(ckpt_dir, MANIFEST), data)
     return manifest
 
 
@@ -206,15 +240,14 @@ def read_manifest(storage: Storage, ckpt_dir: str) -> dict[str, Any]:
     rel = checkpoint_path(ckpt_dir, MANIFEST)
     try:
         size = storage.size(rel)
-        if size > MAX_MANIFEST:
-            raise CorruptCheckpointError(rel, f"manifest of {size} bytes is implausibly large")
+        if size > MAX_JSON:
+            raise CorruptCheckpointError(
+                rel, f"manifest of {size} bytes is implausibly large (the limit is {MAX_JSON})"
+            )
         data = storage.read_bytes(rel)
     except FileNotFoundError:
         raise CorruptCheckpointError(rel, "manifest.json is missing") from None
-    try:
-        manifest = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise CorruptCheckpointError(rel, f"not valid JSON: {str(exc)[:200]}") from None
+    manifest = load_json(data, rel)  # size and parsing cost checked first
     validate_manifest(manifest, rel)
     return dict(manifest)
 

@@ -2,24 +2,25 @@
 
 The index is a cache of what the directory holds plus what only it can remember: the ranking
 state (the best step and score, as the stopper saw them) and the retention log. It is replaced
-atomically after every commit and before any deletion. The directory is the source of truth:
-:func:`reconcile` re-adds committed checkpoints the index misses (a crash between commit and index
-write) and drops entries whose directory is gone.
+atomically after every commit and before any deletion, and is checked like a checkpoint: its last
+field is an xxh3-64 of the bytes before it (:func:`seal`), verified before the index is parsed,
+and each entry records the checksum of the manifest it was made from. The directory is the source
+of truth: :mod:`highmark.store.rebuild` reconciles the index with it at open, and rebuilds the
+entries from the checkpoints' verified manifests when the index is damaged or has no checksum.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import math
 import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from highmark.__about__ import __version__
+import xxhash
+
 from highmark.errors import (
     CheckpointNotFoundError,
     ConfigError,
@@ -27,8 +28,10 @@ from highmark.errors import (
     IncompatibleFormatError,
 )
 from highmark.policy.monitor import Monitor
-from highmark.policy.retention import RetentionDecision, best_record, monitored_value
+from highmark.policy.retention import RetentionDecision, monitored_value
 from highmark.store.backend import Storage
+from highmark.store.checks import MAX_JSON, hex64, json_depth, load_json
+from highmark.tree import MAX_DEPTH
 
 __all__ = [
     "INDEX",
@@ -37,6 +40,8 @@ __all__ = [
     "Entry",
     "load_index",
     "parse_step_dir",
+    "read_index",
+    "seal",
     "step_dir",
 ]
 
@@ -45,7 +50,10 @@ log = logging.getLogger(__name__)
 INDEX = "highmark.json"
 INDEX_FORMAT = 1
 LOG_LIMIT = 1000
-_STEP_DIR = re.compile(r"^step-(\d{8,})$")
+_STEP_DIR = re.compile(r"step-([0-9]{8,})")
+_SEAL = re.compile(rb',\n "checksum": "([0-9a-f]{16})"\n}\n')
+_SEAL_SIZE = len(b',\n "checksum": ""\n}\n') + 16
+_HEX16 = re.compile(r"[0-9a-f]{16}")
 
 
 def step_dir(step: int) -> str:
@@ -54,9 +62,34 @@ def step_dir(step: int) -> str:
 
 
 def parse_step_dir(name: str) -> int | None:
-    """The step of a checkpoint directory name, or None for any other name."""
-    m = _STEP_DIR.match(name)
-    return int(m.group(1)) if m else None
+    """The step of a checkpoint directory name, or None for any other name.
+
+    Only the names :func:`step_dir` makes: ``step-`` and at least 8 ASCII digits, zero-padded to
+    8 and no further, nothing before or after.
+    """
+    m = _STEP_DIR.fullmatch(name)
+    if m is None:
+        return None
+    step = int(m.group(1))
+    return step if step_dir(step) == name else None
+
+
+def seal(text: bytes) -> bytes:
+    """A JSON object's bytes (``{...}``) with a last field ``"checksum"``: the xxh3-64 of the
+    bytes before that field, so it is checked before anything is parsed (:func:`read_index`)."""
+    body = text.rstrip()
+    assert body.endswith(b"}"), "seal() takes a JSON object"
+    body = body[:-1].rstrip()
+    return body + b',\n "checksum": "' + hex64(xxhash.xxh3_64_intdigest(body)).encode() + b'"\n}\n'
+
+
+def _sealed(data: bytes) -> bool | None:
+    """Whether ``data`` ends with a checksum that matches; None when it ends with none."""
+    m = _SEAL.fullmatch(data, max(len(data) - _SEAL_SIZE, 0))
+    if m is None:
+        return None
+    body = data[: len(data) - _SEAL_SIZE]
+    return hex64(xxhash.xxh3_64_intdigest(body)) == m.group(1).decode()
 
 
 @dataclass(frozen=True)
@@ -88,6 +121,7 @@ class Entry:
     size: int
     created: float
     kept_by: str = ""
+    manifest: str = ""  #: the checksum of the manifest the entry was made from ("": unknown)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -98,6 +132,7 @@ class Entry:
             "size": self.size,
             "created": self.created,
             "kept_by": self.kept_by,
+            "manifest": self.manifest,
         }
 
     @classmethod
@@ -105,25 +140,35 @@ class Entry:
         try:
             step = raw["step"]
             if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-                raise ValueError(f"bad step {step!r}")
+                raise ValueError(f"bad step {step!r:.40}")
             if raw.get("dir", step_dir(step)) != step_dir(step):
-                raise ValueError(f"dir {raw.get('dir')!r} does not match step {step}")
+                raise ValueError(f"dir {raw.get('dir')!r:.40} does not match step {step}")
             metrics = {str(k): float(v) for k, v in dict(raw.get("metrics") or {}).items()}
             metadata = dict(raw.get("metadata") or {})
+            if json_depth(metadata, MAX_DEPTH) > MAX_DEPTH:
+                raise ValueError(f"metadata nests deeper than {MAX_DEPTH} levels")
+            manifest = raw.get("manifest", "")
+            if manifest != "" and (type(manifest) is not str or not _HEX16.fullmatch(manifest)):
+                raise ValueError("bad manifest checksum")
             return cls(step, metrics, metadata, int(raw.get("size", 0)), float(raw["created"]),
-                       str(raw.get("kept_by", "")))  # fmt: skip
-        except (KeyError, TypeError, ValueError) as err:
+                       str(raw.get("kept_by", "")), manifest)  # fmt: skip
+        except (KeyError, TypeError, ValueError, OverflowError) as err:
             raise CorruptCheckpointError(where, f"bad checkpoint entry: {err}") from None
 
 
 @dataclass
 class IndexState:
-    """The parsed index."""
+    """The parsed index.
+
+    ``checked`` is False for an index read without a checksum (written before indexes had one):
+    then only its monitor and retention log were read, and its entries are to be rebuilt.
+    """
 
     entries: dict[int, Entry] = field(default_factory=dict)
     best_step: int | None = None
     monitor: dict[str, Any] | None = None
     retention_log: list[dict[str, Any]] = field(default_factory=list)
+    checked: bool = True
 
     def resolve(self, which: str | int, url: str) -> int:
         """The step ``"latest"``, ``"best"`` or a step number names; CheckpointNotFoundError."""
@@ -177,68 +222,82 @@ class IndexState:
             },
             "retention_log": self.retention_log[-LOG_LIMIT:],
         }
-        return json.dumps(data, indent=1, allow_nan=True).encode()
+        return seal(json.dumps(data, indent=1, allow_nan=True).encode("ascii"))
 
 
 def load_index(storage: Storage) -> IndexState | None:
-    """Reads ``highmark.json``; None when absent or unreadable (then it is rebuilt from dirs).
+    """Reads ``highmark.json``; None when absent, damaged or unreadable (then it is rebuilt).
+
+    Raises:
+        IncompatibleFormatError: the index was written in a newer format than this library reads.
+    """
+    return read_index(storage)[0]
+
+
+def read_index(storage: Storage) -> tuple[IndexState | None, str]:
+    """Reads ``highmark.json``: the state, or None and why it cannot be used ("" when absent).
+
+    The size and the checksum are checked before the index is parsed, what parsing may allocate
+    too (:func:`~highmark.store.checks.load_json`), then every field. An index without a
+    checksum (written before indexes had one) comes back with ``checked`` False and no entries.
 
     Raises:
         IncompatibleFormatError: the index was written in a newer format than this library reads.
     """
     where = f"{storage.url}/{INDEX}"
     if not storage.exists(INDEX):
-        return None
+        return None, ""
     try:
-        raw = json.loads(storage.read_bytes(INDEX))
-        version = raw["format"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        log.warning("%s: unreadable index (%s); rebuilding it from the checkpoint dirs", where, err)
-        return None
-    if not isinstance(version, int) or version > INDEX_FORMAT:
+        size = storage.size(INDEX)
+        if size > MAX_JSON:
+            return None, f"the index of {size} bytes is over the limit of {MAX_JSON}"
+        data = storage.read_bytes(INDEX)
+    except OSError as err:
+        return None, f"the index is unreadable ({err})"
+    sealed = _sealed(data)
+    if sealed is False:
+        return None, "the index fails its checksum (it is damaged or was edited)"
+    try:
+        raw = load_json(data, where)
+    except CorruptCheckpointError as err:
+        return None, f"the index is damaged ({str(err)[len(where) + 2 :]})"
+    version = raw.get("format") if isinstance(raw, dict) else None
+    if version is None:
+        return None, "the index is damaged (no format version)"
+    if type(version) is not int or version > INDEX_FORMAT:
         raise IncompatibleFormatError(
-            f"{where}: index format {version!r} is newer than this highmark reads "
+            f"{where}: index format {version!r:.40} is newer than this highmark reads "
             f"(format {INDEX_FORMAT}); upgrade highmark"
         )
-    state = IndexState()
+    if sealed is None and "checksum" in raw:
+        return None, "the index's checksum is not where it belongs (it is damaged)"
     try:
-        for item in raw.get("checkpoints", []):
-            entry = Entry.from_json(item, where)
-            state.entries[entry.step] = entry
-        ranking = raw.get("ranking") or {}
-        best = ranking.get("best_step")
-        state.best_step = best if isinstance(best, int) and best in state.entries else None
-        state.monitor = raw.get("monitor")
+        return _parse_index(raw, where, checked=sealed is True), ""
+    except CorruptCheckpointError as err:
+        return None, f"the index is damaged ({str(err)[len(where) + 2 :]})"
+
+
+def _parse_index(raw: dict[str, Any], where: str, checked: bool) -> IndexState:
+    """The index's state from its parsed JSON (entries and ranking only when ``checked``)."""
+    state = IndexState(checked=checked)
+    try:
+        if checked:
+            for item in raw.get("checkpoints", []):
+                entry = Entry.from_json(item, where)
+                state.entries[entry.step] = entry
+            best = (raw.get("ranking") or {}).get("best_step")
+            state.best_step = best if type(best) is int and best in state.entries else None
+        monitor = raw.get("monitor")
+        if monitor is not None:
+            Monitor.from_config(monitor)  # raises for a malformed config
+        state.monitor = monitor
         state.retention_log = list(raw.get("retention_log") or [])
-    except (CorruptCheckpointError, AttributeError, TypeError) as err:
-        log.warning("%s: damaged index (%s); rebuilding it from the checkpoint dirs", where, err)
-        return None
+        for item in state.retention_log:
+            if not isinstance(item, dict) or json_depth(item, 1) > 1:
+                raise ValueError("a retention log record is not a flat object")
+    except (AttributeError, KeyError, TypeError, ValueError, OverflowError) as err:
+        raise CorruptCheckpointError(where, f"{type(err).__name__}: {str(err)[:200]}") from None
     return state
-
-
-def entry_from_manifest(storage: Storage, name: str, manifest: dict[str, Any]) -> Entry:
-    """An index entry rebuilt from a committed checkpoint's manifest."""
-    from highmark.store.format import MANIFEST
-
-    step = parse_step_dir(name)
-    assert step is not None
-    size = sum(int(f.get("size", 0)) for f in manifest.get("files", []))
-    with contextlib.suppress(OSError):
-        size += storage.size(f"{name}/{MANIFEST}")
-    metrics = {}
-    for k, v in dict(manifest.get("metrics") or {}).items():
-        try:
-            metrics[str(k)] = float(v)
-        except (TypeError, ValueError):
-            metrics[str(k)] = math.nan
-    created = manifest.get("created")
-    return Entry(
-        step=step,
-        metrics=metrics,
-        metadata=dict(manifest.get("metadata") or {}),
-        size=size,
-        created=float(created) if isinstance(created, (int, float)) else 0.0,
-    )
 
 
 def records(state: IndexState) -> list[Entry]:
@@ -264,78 +323,20 @@ def clean_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
     for key, value in (metrics or {}).items():
         try:
             out[str(key)] = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"metric {key!r} is not a number: {value!r}") from None
+        except (TypeError, ValueError, OverflowError):
+            raise ConfigError(f"metric {key!r} is not a number: {value!r:.80}") from None
     return out
 
 
 def clean_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Metadata as a JSON round-tripped dict; ConfigError when it is not JSON-serialisable."""
+    """Metadata as a JSON round-tripped dict; ConfigError when it is not JSON-serialisable or
+    nests deeper than :data:`~highmark.tree.MAX_DEPTH` levels (what a reader would refuse)."""
+    metadata = dict(metadata or {})
+    if json_depth(metadata, MAX_DEPTH) > MAX_DEPTH:
+        raise ConfigError(f"metadata nests deeper than {MAX_DEPTH} levels (the limit)")
     try:
-        return dict(json.loads(json.dumps(dict(metadata or {}), allow_nan=True)))
+        return dict(json.loads(json.dumps(metadata, allow_nan=True)))
     except (TypeError, ValueError) as err:
         raise ConfigError(f"metadata must be JSON-serialisable: {err}") from None
 
 
-def recorded_monitor(storage: Storage) -> Monitor | None:
-    """The monitor an existing run was ranked by, or None for a new or unranked run."""
-    loaded = load_index(storage)
-    if loaded is None or loaded.monitor is None:
-        return None
-    return Monitor.from_config(loaded.monitor)
-
-
-def open_index(storage: Storage, monitor: Monitor | None, read_only: bool) -> IndexState:
-    """Loads the index and reconciles it with the directory, the source of truth.
-
-    Cleans leftovers of interrupted saves (not when ``read_only``), re-adds committed
-    checkpoints the index misses (from their manifests), drops entries whose directory is gone
-    (with a warning), and re-ranks when the monitor changed; writes the index back if it changed.
-    """
-    from highmark.store import format as fmt
-
-    url = storage.url
-    if not read_only:
-        for name in storage.recover():
-            log.info("%s: removed leftover %s of an interrupted save", url, name)
-    loaded = load_index(storage)
-    changed = loaded is None
-    state = loaded or IndexState()
-    committed: set[int] = set()
-    # A reader races the writer's commit-then-index and index-then-delete: not worth a warning.
-    drift = logging.INFO if read_only else logging.WARNING
-    readded = False  # a crash between commit and index write: the ranking must be redone
-    for name in storage.listdir():
-        step = parse_step_dir(name)
-        if step is None:
-            continue
-        if not storage.is_committed(name):
-            if not read_only:
-                log.info("%s: removing uncommitted %s", url, name)
-                storage.remove_tree(name)
-            continue
-        committed.add(step)
-        if step not in state.entries:
-            try:
-                manifest = fmt.read_manifest(storage, name)
-            except CorruptCheckpointError as err:
-                log.warning("%s: not indexing %s: %s", url, name, err)
-                continue
-            state.entries[step] = entry_from_manifest(storage, name, manifest)
-            log.log(drift, "%s: re-indexed committed %s missing from the index", url, name)
-            changed = readded = True
-    for step in sorted(set(state.entries) - committed):
-        log.log(drift, "%s: dropping %s from the index: its directory is gone", url, step_dir(step))
-        del state.entries[step]
-        changed = True
-    config = monitor.config() if monitor else None
-    if readded or state.monitor != config or state.best_step not in state.entries:
-        if state.monitor is not None and config is not None and state.monitor != config:
-            log.warning("%s: monitor changed from %s to %s; re-ranking", url, state.monitor, config)
-        state.monitor = config
-        best = best_record(records(state), monitor) if monitor else None
-        changed = changed or state.best_step != (best.step if best else None)
-        state.best_step = best.step if best else None
-    if changed and not read_only:
-        storage.replace_atomic(INDEX, state.to_bytes(__version__))
-    return state

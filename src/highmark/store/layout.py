@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from highmark.errors import UnsupportedStateError
+from highmark.store.checks import MAX_HEADER, shape_problem
 from highmark.tree import (
     DTYPES,
     DType,
@@ -103,7 +105,9 @@ def plan_files(flat: FlatTree) -> list[FilePlan]:
     """The files a flat tree is written to, with their tensors in data order and their headers.
 
     Raises:
-        UnsupportedStateError: when a leaf cannot be stored.
+        UnsupportedStateError: when a leaf cannot be stored (its dtype, or a shape over
+            :data:`~highmark.store.checks.MAX_DIMS` dimensions), or a file's header would be over
+            :data:`~highmark.store.checks.MAX_HEADER` bytes: what a reader would refuse.
     """
     plans: list[FilePlan] = []
     used: set[str] = set()
@@ -115,6 +119,9 @@ def plan_files(flat: FlatTree) -> list[FilePlan]:
             codec = codec_for_kind(kind)
             dtype_name, shape = codec.describe(leaf, path)
             dtype = DTYPES[dtype_name]
+            problem = shape_problem(shape, dtype.itemsize)
+            if problem is not None:
+                raise UnsupportedStateError(path, f"a tensor of {problem} cannot be read back")
             entries.append(
                 Entry(
                     path, codec.kind, codec, leaf, dtype, shape, math.prod(shape) * dtype.itemsize
@@ -139,6 +146,12 @@ def plan_files(flat: FlatTree) -> list[FilePlan]:
         text = json.dumps(header, separators=(",", ":")).encode("ascii")
         text += b" " * (-len(text) % 8)
         stem = ROOT_FILE if key is None else key
+        if len(text) > MAX_HEADER:  # what a reader (and safetensors) refuses
+            raise UnsupportedStateError(
+                "" if key is None else str(key),
+                f"the safetensors header of its file would be {len(text)} bytes, over the limit "
+                f"of {MAX_HEADER} (the tensors' key paths are too long or too many)",
+            )
         plans.append(
             FilePlan(
                 f"{_file_stem(stem, used)}.safetensors",

@@ -17,19 +17,12 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from highmark.__about__ import __version__
-from highmark.errors import (
-    ConfigError,
-    CorruptCheckpointError,
-    InsufficientSpaceError,
-    ReadOnlyError,
-)
+from highmark.errors import ConfigError, CorruptCheckpointError, InsufficientSpaceError
 from highmark.policy.monitor import Monitor
 from highmark.policy.retention import (
     Retention,
@@ -38,16 +31,13 @@ from highmark.policy.retention import (
     retention_from_flags,
 )
 from highmark.store import format as fmt
+from highmark.store import rebuild
 from highmark.store.backend import Storage, StorageLock, open_storage
 from highmark.store.index import (
-    INDEX,
     CheckpointInfo,
     Entry,
     clean_metadata,
     clean_metrics,
-    entry_from_manifest,
-    open_index,
-    recorded_monitor,
     records,
     step_dir,
     would_be_best,
@@ -116,7 +106,7 @@ class CheckpointManager:
         self.monitor = Monitor(monitor, mode=mode) if isinstance(monitor, str) else monitor
         if self.monitor is None:
             # Reopening a run without naming the monitor keeps the recorded ranking.
-            self.monitor = recorded_monitor(self.storage)
+            self.monitor = rebuild.recorded_monitor(self.storage)
         self.retention = retention or retention_from_flags(
             self.monitor, keep_best, keep_last, keep_every, max_bytes
         )
@@ -132,16 +122,10 @@ class CheckpointManager:
         self._closed = False
         self._mu = threading.RLock()  # the writer thread updates the index state
         if not read_only:
-            owner = f"highmark CheckpointManager pid {os.getpid()} on {socket.gethostname()}"
-            try:
-                self.storage.makedirs("")
-                self._lock = self.storage.lock(owner)
-            except OSError as exc:  # EROFS, EACCES: say how to read it instead
-                if exc.errno not in ReadOnlyError.ERRNOS:
-                    raise
-                raise ReadOnlyError(self.url, exc) from exc
+            # read-only media: ReadOnlyError; a full disk: an OSError saying nothing changed
+            self._lock = rebuild.lock_run(self.storage)
         try:
-            self._state = open_index(self.storage, self.monitor, read_only)
+            self._state = rebuild.open_index(self.storage, self.monitor, read_only)
         except BaseException:
             self._release_lock()
             raise
@@ -151,8 +135,8 @@ class CheckpointManager:
         """The run directory as given (path or URL); the same as ``directory``."""
         return self.directory
 
-    def _write_index(self) -> None:
-        self.storage.replace_atomic(INDEX, self._state.to_bytes(__version__))
+    def _write_index(self, situation: str) -> None:
+        rebuild.write_index(self.storage, self._state, situation)  # an OSError notes what is safe
 
     def save(
         self,
@@ -228,7 +212,7 @@ class CheckpointManager:
         self, step: int, final: str, manifest: dict[str, Any], metrics: dict[str, float],
         metadata: dict[str, Any], created: float,
     ) -> CheckpointInfo:  # fmt: skip
-        entry = entry_from_manifest(self.storage, final, manifest)
+        entry = rebuild.entry_from_manifest(self.storage, final, manifest)
         self._manifests.put(final, manifest)
         entry.metrics, entry.metadata, entry.created = metrics, metadata, created
         self._state.entries[step] = entry
@@ -256,13 +240,14 @@ class CheckpointManager:
                 if self._state.best_step == step:
                     best = best_record(records(self._state), self.monitor) if self.monitor else None
                     self._state.best_step = best.step if best else None
-                self._write_index()
+                self._write_index(f"before replacing step {step}")
 
     def _apply(self, decision: RetentionDecision, trigger: int | None) -> None:
         """Records the decision in the index, writes it, and only then deletes."""
         for note in self._state.record_decision(decision, trigger):
             log.warning("%s: %s", self.url, note)
-        self._write_index()
+        when = "while pruning" if trigger is None else f"after step {trigger} was committed"
+        self._write_index(when)
         for step in decision.delete:
             try:
                 self.storage.remove_tree(step_dir(step))
