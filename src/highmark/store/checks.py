@@ -31,12 +31,14 @@ __all__ = [
     "file_digest",
     "hex64",
     "read_header",
+    "valid_run_id",
     "validate_manifest",
 ]
 
 FORMAT_VERSION = 2  # 2: a file's xxh3 is derived from its header and tensor digests (file_digest)
 MAX_HEADER = 100 << 20  # the limit safetensors itself applies
 _HEX16 = re.compile(r"^[0-9a-f]{16}$")
+_RUN_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
 _ST_BITS = {d.st: d.st_bits for d in DTYPES.values() if d.st is not None}
 
 
@@ -62,6 +64,11 @@ def canonical(manifest: Mapping[str, Any]) -> bytes:
     """The bytes a manifest's checksum covers: its JSON without "checksum", keys sorted."""
     body = {k: v for k, v in manifest.items() if k != "checksum"}
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode("ascii")
+
+
+def valid_run_id(value: Any) -> bool:
+    """Whether ``value`` can be a run's id (``highmark.json``'s and a manifest's ``"run"``)."""
+    return isinstance(value, str) and _RUN_ID.match(value) is not None
 
 
 def _is_int(value: Any, minimum: int = 0) -> bool:
@@ -97,6 +104,8 @@ def validate_manifest(m: Any, rel: str) -> None:
         raise bad("manifest checksum mismatch (the manifest is damaged or was edited)")
     if not _is_int(m.get("step")) or not isinstance(m.get("created"), (int, float)):
         raise bad("missing or invalid step/created")
+    if "run" in m and not valid_run_id(m["run"]):  # absent before run ids existed
+        raise bad(f"invalid run id {m['run']!r:.80}")
     if not isinstance(m.get("metrics"), dict) or not isinstance(m.get("metadata"), dict):
         raise bad("missing or invalid metrics/metadata")
     try:

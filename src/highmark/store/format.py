@@ -45,6 +45,7 @@ from highmark.store.checks import (
     file_digest,
     hex64,
     read_header,
+    valid_run_id,
     validate_manifest,
 )
 from highmark.store.layout import SMALL_TENSOR, plan_files
@@ -106,15 +107,17 @@ def write_checkpoint(
     metrics: dict[str, Any],
     metadata: dict[str, Any],
     created: float,
+    run: str | None = None,
 ) -> dict[str, Any]:
     """Write the tensor files of ``flat`` and then ``manifest.json`` into ``ckpt_dir``.
 
     Streams each tensor from its live memory (no copy of the state), hashing as it writes. Does not
-    commit: the caller commits the directory. Returns the manifest.
+    commit: the caller commits the directory. Returns the manifest, which records ``step`` and
+    the id of the ``run`` writing it (when given: :mod:`highmark.store.identity`).
 
     Raises:
-        ConfigError: when step is not a non-negative int, or metrics or metadata are not
-            JSON-serialisable (checked before anything is written).
+        ConfigError: when step is not a non-negative int, metrics or metadata are not
+            JSON-serialisable, or run is not a run id (checked before anything is written).
         UnsupportedStateError: when a leaf cannot be stored.
         CheckpointError: when a tensor changed size while it was being written.
     """
@@ -126,6 +129,8 @@ def write_checkpoint(
         raise ConfigError(f"step must be >= 0, got {step}")
     _check_json("metrics", metrics)
     _check_json("metadata", metadata)
+    if run is not None and not valid_run_id(run):
+        raise ConfigError(f"run must be a run id (1-64 of [0-9A-Za-z_-]), got {run!r:.80}")
     files = []
     plans = plan_files(flat)
     total = sum(e.nbytes for p in plans for e in p.entries)
@@ -185,6 +190,7 @@ def write_checkpoint(
         "format": FORMAT_VERSION,
         "highmark": __version__,
         "step": int(step),
+        **({"run": run} if run is not None else {}),
         "created": float(created),
         "metrics": metrics,
         "metadata": metadata,

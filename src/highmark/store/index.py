@@ -29,6 +29,7 @@ from highmark.errors import (
 from highmark.policy.monitor import Monitor
 from highmark.policy.retention import RetentionDecision, best_record, monitored_value
 from highmark.store.backend import Storage
+from highmark.store.checks import valid_run_id
 
 __all__ = [
     "INDEX",
@@ -157,6 +158,7 @@ class IndexState:
     best_step: int | None = None
     monitor: dict[str, Any] | None = None
     retention_log: list[dict[str, Any]] = field(default_factory=list)
+    run_id: str | None = None  #: the run's identity, recorded in every manifest (identity.py)
 
     def resolve(self, which: str | int, url: str) -> int:
         """The step ``"latest"``, ``"best"`` or a step number names; CheckpointNotFoundError."""
@@ -202,6 +204,7 @@ class IndexState:
         data = {
             "format": INDEX_FORMAT,
             "highmark": library_version,
+            **({"run": self.run_id} if self.run_id is not None else {}),
             "monitor": self.monitor,
             "checkpoints": [self.entries[s].to_json() for s in sorted(self.entries)],
             "ranking": {
@@ -243,6 +246,7 @@ def load_index(storage: Storage) -> IndexState | None:
         state.best_step = best if isinstance(best, int) and best in state.entries else None
         state.monitor = raw.get("monitor")
         state.retention_log = list(raw.get("retention_log") or [])
+        state.run_id = raw["run"] if valid_run_id(raw.get("run")) else None
     except (CorruptCheckpointError, AttributeError, TypeError) as err:
         log.warning("%s: damaged index (%s); rebuilding it from the checkpoint dirs", where, err)
         return None
