@@ -110,3 +110,18 @@ def test_resume_falls_back_past_a_checkpoint_of_a_newer_format(tmp_path: Path) -
             epochs.append(epoch)
             again.report(val_loss=0.5)
     assert epochs == [2, 3]  # resumed from epoch 1's checkpoint, the newest it can read
+
+
+def test_fallback_skips_an_older_checkpoint_that_does_not_fit_the_request(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with CheckpointManager(tmp_path / "run", keep_last=10) as mgr:
+        mgr.save(1, {"model": {"w": torch.ones(4)}, "step": 1})
+        mgr.save(2, {"model": {"w": torch.ones(8)}, "step": 2})  # another shape
+        mgr.save(3, state(3))
+        newer_format(tmp_path / "run", 3)
+        live = {"w": torch.zeros(4)}
+        with caplog.at_level(logging.WARNING, logger="highmark"):
+            mgr.restore("latest", keys=["model"], into=live, fallback=True)
+    assert torch.equal(live["w"], torch.ones(4))
+    assert "step-00000002" in caplog.text

@@ -16,10 +16,15 @@ from typing import Any
 
 import pytest
 import torch
+import xxhash
 
-from highmark.errors import CorruptCheckpointError
+from highmark.errors import ConfigError, CorruptCheckpointError
+from highmark.store import format as fmt
+from highmark.store.backend import MemoryStorage
+from highmark.store.checks import canonical, hex64
 from highmark.store.index import INDEX
 from highmark.store.manager import CheckpointManager
+from highmark.tree import flatten
 
 DATA = Path(__file__).parent / "data"
 
@@ -113,3 +118,25 @@ def test_checkpoints_written_without_a_run_id_still_load(tmp_path: Path, fixture
         mgr.save(4, state(4))
     assert manifest(run, 4)["run"] == run_id(run)
     assert "run" not in manifest(run, 3)
+
+
+@pytest.mark.parametrize("bad", ["", "../other", "x" * 65, 7, None])
+def test_a_manifest_with_an_invalid_run_id_is_refused(tmp_path: Path, bad: Any) -> None:
+    run = saved_run(tmp_path / "run", [1])
+    path = run / "step-00000001" / "manifest.json"
+    data = json.loads(path.read_text())
+    data["run"] = bad
+    data["checksum"] = hex64(xxhash.xxh3_64_intdigest(canonical(data)))  # a consistent forgery
+    path.write_text(json.dumps(data))
+    with CheckpointManager(run) as mgr, pytest.raises(CorruptCheckpointError, match="run id"):
+        mgr.restore(1)
+
+
+def test_writing_a_checkpoint_with_an_invalid_run_id_is_refused_before_writing() -> None:
+    storage = MemoryStorage()
+    with pytest.raises(ConfigError, match="run id"):
+        fmt.write_checkpoint(
+            storage, "c", flatten(state(1)), step=1, metrics={}, metadata={}, created=0.0,
+            run="no/slashes",
+        )  # fmt: skip
+    assert not storage.exists("c/manifest.json")

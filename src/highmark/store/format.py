@@ -98,6 +98,25 @@ def estimate_size(flat: FlatTree) -> int:
     return data + skeleton + per_tensor + 200 * files + 4096
 
 
+def _checked_step(step: Any, metrics: Any, metadata: Any, run: str | None) -> int:
+    """The step as an int, once every argument of :func:`write_checkpoint` is checked.
+
+    Raises:
+        ConfigError: as :func:`write_checkpoint`.
+    """
+    try:
+        step = operator.index(step)
+    except TypeError:
+        raise ConfigError(f"step must be an int, got {type(step).__name__}") from None
+    if step < 0:
+        raise ConfigError(f"step must be >= 0, got {step}")
+    _check_json("metrics", metrics)
+    _check_json("metadata", metadata)
+    if run is not None and not valid_run_id(run):
+        raise ConfigError(f"run must be a run id (1-64 of [0-9A-Za-z_-]), got {run!r:.80}")
+    return int(step)
+
+
 def write_checkpoint(
     storage: Storage,
     ckpt_dir: str,
@@ -121,16 +140,7 @@ def write_checkpoint(
         UnsupportedStateError: when a leaf cannot be stored.
         CheckpointError: when a tensor changed size while it was being written.
     """
-    try:
-        step = operator.index(step)
-    except TypeError:
-        raise ConfigError(f"step must be an int, got {type(step).__name__}") from None
-    if step < 0:
-        raise ConfigError(f"step must be >= 0, got {step}")
-    _check_json("metrics", metrics)
-    _check_json("metadata", metadata)
-    if run is not None and not valid_run_id(run):
-        raise ConfigError(f"run must be a run id (1-64 of [0-9A-Za-z_-]), got {run!r:.80}")
+    step = _checked_step(step, metrics, metadata, run)
     files = []
     plans = plan_files(flat)
     total = sum(e.nbytes for p in plans for e in p.entries)

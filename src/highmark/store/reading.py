@@ -158,7 +158,7 @@ class _Plan:
             for dest, codec, leaf in self.staged:
                 codec.assign(dest, leaf)
         except BaseException as err:
-            add_note(err, "highmark: the `into` tensors were partly overwritten by this restore")
+            add_note(err, "highmark: the `into` tensors may be partly overwritten by this restore")
             raise
 
 
