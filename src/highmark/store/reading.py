@@ -216,55 +216,75 @@ def _plan_reads(
     plan: _Plan,
 ) -> None:
     """Plans the reads of the file's wanted tensors: into ``into``'s tensors (``targets``), into
-    new host tensors, or (``plan.zero_copy``) as views of the mapped file, checked at once.
-
-    A local file's bytes for a contiguous host ``into`` tensor are checked first (read into
-    scratch) and read into it after every check; any other ``into`` tensor is staged: read into
-    a host tensor, checked, and assigned after every check.
+    new host tensors (each its own memory), or (``plan.zero_copy``) as views of the mapped file,
+    checked at once.
     """
     mapped: memoryview | None = None
-    local = isinstance(f, io.FileIO)
-    can_map = local and plan.zero_copy
+    can_map = plan.zero_copy and isinstance(f, io.FileIO)
     for t in sorted(wanted, key=lambda t: int(t["data_offsets"][0])):
         name = t["name"]
         start = data_start + t["data_offsets"][0]
-        xxh3 = t["xxh3"] if plan.verify else None
         target = targets.get(name)
         if target is not None:  # into `into`'s memory: the common case of a resume
-            dest, codec = target
-            have_dtype, have_shape, direct = codec.describe_target(dest, name)
-            if have_dtype != t["dtype"] or list(have_shape) != t["shape"]:
-                raise ConfigError(
-                    f"{name}: the checkpoint holds {t['dtype']}{list(t['shape'])}, "
-                    f"`into` has {have_dtype}{list(have_shape)}"
-                )
-            plan.out[name] = dest
-            if direct is not None and local:
-                if xxh3 is not None:
-                    plan.first.append(ReadJob(f, rel, start, direct, name, xxh3, check_only=True))
-                plan.live.append(ReadJob(f, rel, start, direct, name, None))
-                continue
-            leaf = codec.empty(have_dtype, have_shape)
-            plan.staged.append((dest, codec, leaf))
-        else:
-            dtype, shape, nbytes = t["dtype"], tuple(t["shape"]), _nbytes(t)
-            codec = codec_for_kind(t["kind"])
-            if mapped is None and can_map and nbytes:
-                try:
-                    mapped = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY))
-                except (OSError, ValueError):  # a filesystem without mmap: read instead
-                    can_map = False
-            if mapped is not None and nbytes:
-                # zero_copy: a copy-on-write view of the mapped file (only the pages of the
-                # tensors read are touched; writes to it never reach the file).
-                window = mapped[start : start + nbytes]
-                _check_tensor(window, t, rel, plan.verify)
-                plan.out[name] = codec.from_buffer(window, dtype, shape)
-                continue
-            leaf = plan.out[name] = codec.empty(dtype, shape)
+            _plan_into(f, rel, start, t, target, plan)
+            continue
+        codec = codec_for_kind(t["kind"])
+        dtype, shape, nbytes = t["dtype"], tuple(t["shape"]), _nbytes(t)
+        if mapped is None and can_map and nbytes:
+            try:
+                mapped = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY))
+            except (OSError, ValueError):  # a filesystem without mmap: read instead
+                can_map = False
+        if mapped is not None and nbytes:
+            # zero_copy: a copy-on-write view of the mapped file (only the pages of the
+            # tensors read are touched; writes to it never reach the file), checked now.
+            window = mapped[start : start + nbytes]
+            _check_tensor(window, t, rel, plan.verify)
+            plan.out[name] = codec.from_buffer(window, dtype, shape)
+            continue
+        leaf = plan.out[name] = codec.empty(dtype, shape)  # owned memory
         view = codec.writable_bytes(leaf)
         assert view is not None
-        plan.first.append(ReadJob(f, rel, start, view, name, xxh3))
+        plan.first.append(ReadJob(f, rel, start, view, name, t["xxh3"] if plan.verify else None))
+
+
+def _plan_into(
+    f: BinaryIO,
+    rel: str,
+    start: int,
+    t: Mapping[str, Any],
+    target: tuple[Any, LeafCodec],
+    plan: _Plan,
+) -> None:
+    """Plans the read of tensor ``t`` into the ``into`` tensor ``target``.
+
+    From a local file into a contiguous host tensor: its bytes are checked first (read into
+    scratch) and read into it after every check. Any other (a non-contiguous or device tensor,
+    a file on an object store) is staged: read into a host tensor, checked, then assigned.
+
+    Raises:
+        ConfigError: naming the key path, when ``target``'s dtype or shape differ from ``t``'s.
+    """
+    name = t["name"]
+    dest, codec = target
+    have_dtype, have_shape, direct = codec.describe_target(dest, name)
+    if have_dtype != t["dtype"] or list(have_shape) != t["shape"]:
+        raise ConfigError(
+            f"{name}: the checkpoint holds {t['dtype']}{list(t['shape'])}, "
+            f"`into` has {have_dtype}{list(have_shape)}"
+        )
+    plan.out[name] = dest
+    xxh3 = t["xxh3"] if plan.verify else None
+    if direct is not None and isinstance(f, io.FileIO):
+        if xxh3 is not None:
+            plan.first.append(ReadJob(f, rel, start, direct, name, xxh3, check_only=True))
+        plan.live.append(ReadJob(f, rel, start, direct, name, None))
+        return
+    leaf = codec.empty(have_dtype, have_shape)
+    plan.staged.append((dest, codec, leaf))
+    view = codec.writable_bytes(leaf)
+    assert view is not None
+    plan.first.append(ReadJob(f, rel, start, view, name, xxh3))
 
 
 def _check_tensor(view: memoryview, t: Mapping[str, Any], rel: str, verify: bool) -> None:
