@@ -215,34 +215,35 @@ def tensor_leaves(tree: Any) -> dict[str, tuple[Any, str]]:
             tensors share, or nesting deeper than :data:`MAX_DEPTH`.
     """
     out: dict[str, tuple[Any, str]] = {}
-    open_containers: set[int] = set()
-
-    def walk(node: Any, path: str) -> None:
-        kind = type(node)
-        if kind is float or kind is int or kind is bool or kind is str or node is None:
-            return
-        if kind is dict or kind is OrderedDict or kind is list or kind is tuple:
-            if id(node) in open_containers:
-                raise UnsupportedStateError(path, "the state contains itself (a reference cycle)")
-            if len(open_containers) >= MAX_DEPTH:
-                raise _too_deep(path)
-            open_containers.add(id(node))
-            prefix = f"{path}." if path else ""
-            pairs = node.items() if kind is dict or kind is OrderedDict else enumerate(node)
-            for key, value in pairs:
-                walk(value, f"{prefix}{key}")
-            open_containers.discard(id(node))
-            return
-        if isinstance(node, np.generic):
-            leaf, codec_kind = np.asarray(node), "numpy"
-        else:
-            leaf, codec_kind = node, _leaf_codec(node, kind, path).kind
-        if path in out:
-            raise UnsupportedStateError(path, "two tensors of the state have this key path")
-        out[path] = (leaf, codec_kind)
-
-    walk(tree, "")
+    _collect_leaves(tree, "", out, set())
     return out
+
+
+def _collect_leaves(node: Any, path: str, out: dict[str, tuple[Any, str]], open_: set[int]) -> None:
+    """Adds the tensor leaves under ``node`` to ``out`` (not a closure: no reference cycle
+    holds the live tensors afterwards); ``open_`` holds the ids of the containers being walked."""
+    kind = type(node)
+    if kind is float or kind is int or kind is bool or kind is str or node is None:
+        return
+    if kind is dict or kind is OrderedDict or kind is list or kind is tuple:
+        if id(node) in open_:
+            raise UnsupportedStateError(path, "the state contains itself (a reference cycle)")
+        if len(open_) >= MAX_DEPTH:
+            raise _too_deep(path)
+        open_.add(id(node))
+        prefix = f"{path}." if path else ""
+        pairs = node.items() if kind is dict or kind is OrderedDict else enumerate(node)
+        for key, value in pairs:
+            _collect_leaves(value, f"{prefix}{key}", out, open_)
+        open_.discard(id(node))
+        return
+    if isinstance(node, np.generic):
+        leaf, codec_kind = np.asarray(node), "numpy"
+    else:
+        leaf, codec_kind = node, _leaf_codec(node, kind, path).kind
+    if path in out:
+        raise UnsupportedStateError(path, "two tensors of the state have this key path")
+    out[path] = (leaf, codec_kind)
 
 
 def _utf8(text: str) -> bool:
@@ -254,24 +255,30 @@ def _utf8(text: str) -> bool:
 
 
 def unflatten(skeleton: Any, tensors: Mapping[str, Any]) -> Any:
-    """Rebuild the state tree from its skeleton and its tensors (already of the right kind)."""
+    """Rebuild the state tree from its skeleton and its tensors (already of the right kind).
 
-    def walk(node: Any, path: str) -> Any:
-        if type(node) is not dict:
-            return node
-        if "tensor" in node:
-            leaf = tensors[path]
-            return leaf[()] if node.get("scalar") else leaf
-        tag, body = next(iter(node.items()))
-        prefix = f"{path}." if path else ""
-        if tag == "dict":
-            return {key: walk(value, f"{prefix}{key}") for key, value in body}
-        if tag == "odict":
-            return OrderedDict([(key, walk(value, f"{prefix}{key}")) for key, value in body])
-        items = [walk(value, f"{prefix}{i}") for i, value in enumerate(body)]
-        return tuple(items) if tag == "tuple" else items
+    The tree holds no reference cycle (nor does anything left behind by building it): it is
+    freed, with its tensors, as soon as its last reference goes, without the garbage collector.
+    """
+    return _build(skeleton, "", tensors)
 
-    return walk(skeleton, "")
+
+def _build(node: Any, path: str, tensors: Mapping[str, Any]) -> Any:
+    """The subtree of skeleton ``node`` at key path ``path`` (a module-level function, not a
+    closure: a recursive closure is a reference cycle that would hold ``tensors``)."""
+    if type(node) is not dict:
+        return node
+    if "tensor" in node:
+        leaf = tensors[path]
+        return leaf[()] if node.get("scalar") else leaf
+    tag, body = next(iter(node.items()))
+    prefix = f"{path}." if path else ""
+    if tag == "dict":
+        return {key: _build(value, f"{prefix}{key}", tensors) for key, value in body}
+    if tag == "odict":
+        return OrderedDict([(key, _build(value, f"{prefix}{key}", tensors)) for key, value in body])
+    items = [_build(value, f"{prefix}{i}", tensors) for i, value in enumerate(body)]
+    return tuple(items) if tag == "tuple" else items
 
 
 def _nodes(skeleton: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from highmark.errors import ConfigError
+from highmark.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
     from highmark.run.core import Run
@@ -159,7 +159,12 @@ def best_checkpoint(run: Run) -> int | None:
 
 
 def restore_best(run: Run) -> None:
-    """Loads the best checkpoint's weights into the tracked modules (into= their memory)."""
+    """Loads the best checkpoint's weights into the tracked modules (into= their memory).
+
+    A best checkpoint that cannot be restored (damaged, missing, unreadable) is verified to be
+    so before any of its bytes reaches a module: the modules keep their last weights, and a
+    warning says why.
+    """
     if run.stopping.best_step is None:
         return
     step = best_checkpoint(run)
@@ -169,13 +174,21 @@ def restore_best(run: Run) -> None:
     if not targets:
         return
     live = {name: obj.state_dict() for name, obj in targets.items()}
-    if _all_on_cpu(live):
-        # Read straight into the live parameters (a module's state_dict shares their memory).
-        run.manager.restore(step, keys=list(targets), into=live)
-    else:  # e.g. on a GPU: read to host, then copy over
-        restored = run.manager.restore(step, keys=list(targets))
-        for name, obj in targets.items():
-            obj.load_state_dict(restored[name])
+    try:
+        if _all_on_cpu(live):
+            # Read straight into the live parameters (a module's state_dict shares their memory).
+            run.manager.restore(step, keys=list(targets), into=live)
+        else:  # e.g. on a GPU: read to host, then copy over
+            restored = run.manager.restore(step, keys=list(targets))
+            for name, obj in targets.items():
+                obj.load_state_dict(restored[name])
+    except (CheckpointError, OSError) as err:
+        logger.warning(
+            "%s: the best checkpoint (%s %d) cannot be restored, the model keeps its last "
+            "weights: %s",
+            run.directory, run._unit, step, err,
+        )  # fmt: skip
+        return
     run._restored_from = step
     logger.info("%s: restored the best weights (%s %d)", run.directory, run._unit, step)
 

@@ -44,6 +44,7 @@ __all__ = [
     "parse_cost",
     "read_header",
     "shape_problem",
+    "valid_run_id",
     "validate_manifest",
 ]
 
@@ -56,6 +57,7 @@ MAX_DIMS = 64  # numpy's limit (NPY_MAXDIMS), for every tensor
 _MAX_NBYTES = (1 << 63) - 1  # what numpy and torch can index
 _PARSE_SLACK = 1 << 16  # lets tiny documents through the factor
 _HEX16 = re.compile(r"[0-9a-f]{16}")
+_RUN_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 _ST_BITS = {d.st: d.st_bits for d in DTYPES.values() if d.st is not None}
 
 
@@ -157,6 +159,11 @@ def canonical(manifest: Mapping[str, Any]) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode("ascii")
 
 
+def valid_run_id(value: Any) -> bool:
+    """Whether ``value`` can be a run's id (``highmark.json``'s and a manifest's ``"run"``)."""
+    return isinstance(value, str) and _RUN_ID.fullmatch(value) is not None
+
+
 def _is_int(value: Any, minimum: int = 0) -> bool:
     return type(value) is int and value >= minimum
 
@@ -205,6 +212,8 @@ def validate_manifest(m: Any, rel: str) -> None:
     created = m.get("created")
     if not _is_int(m.get("step")) or not _finite(created):
         raise bad("missing or invalid step/created")
+    if "run" in m and not valid_run_id(m["run"]):  # absent before run ids existed
+        raise bad(f"invalid run id {m['run']!r:.80}")
     if not isinstance(m.get("metrics"), dict) or not isinstance(m.get("metadata"), dict):
         raise bad("missing or invalid metrics/metadata")
     try:

@@ -50,6 +50,7 @@ from highmark.store.checks import (
     json_depth,
     load_json,
     read_header,
+    valid_run_id,
     validate_manifest,
 )
 from highmark.store.layout import SMALL_TENSOR, plan_files
@@ -127,28 +128,11 @@ def estimate_size(flat: FlatTree) -> int:
     return data + skeleton + per_tensor + 200 * files + 4096
 
 
-def write_checkpoint(
-    storage: Storage,
-    ckpt_dir: str,
-    flat: FlatTree,
-    *,
-    step: int,
-    metrics: dict[str, Any],
-    metadata: dict[str, Any],
-    created: float,
-) -> dict[str, Any]:
-    """Write the tensor files of ``flat`` and then ``manifest.json`` into ``ckpt_dir``.
-
-    Streams each tensor from its live memory (no copy of the state), hashing as it writes. Does not
-    commit: the caller commits the directory. Returns the manifest.
+def _checked_step(step: Any, metrics: Any, metadata: Any, run: str | None) -> int:
+    """The step as an int, once every argument of :func:`write_checkpoint` is checked.
 
     Raises:
-        ConfigError: when step is not a non-negative int, or metrics or metadata are not
-            JSON-serialisable or nest deeper than ``MAX_DEPTH`` (checked before anything is
-            written).
-        UnsupportedStateError: when a leaf cannot be stored, a file's header or the manifest
-            would be over a reader's limits (``highmark.store.checks``).
-        CheckpointError: when a tensor changed size while it was being written.
+        ConfigError: as :func:`write_checkpoint`.
     """
     try:
         step = operator.index(step)
@@ -158,6 +142,37 @@ def write_checkpoint(
         raise ConfigError(f"step must be >= 0, got {step}")
     _check_json("metrics", metrics)
     _check_json("metadata", metadata)
+    if run is not None and not valid_run_id(run):
+        raise ConfigError(f"run must be a run id (1-64 of [0-9A-Za-z_-]), got {run!r:.80}")
+    return int(step)
+
+
+def write_checkpoint(
+    storage: Storage,
+    ckpt_dir: str,
+    flat: FlatTree,
+    *,
+    step: int,
+    metrics: dict[str, Any],
+    metadata: dict[str, Any],
+    created: float,
+    run: str | None = None,
+) -> dict[str, Any]:
+    """Write the tensor files of ``flat`` and then ``manifest.json`` into ``ckpt_dir``.
+
+    Streams each tensor from its live memory (no copy of the state), hashing as it writes. Does not
+    commit: the caller commits the directory. Returns the manifest, which records ``step`` and
+    the id of the ``run`` writing it (when given: :mod:`highmark.store.identity`).
+
+    Raises:
+        ConfigError: when step is not a non-negative int, metrics or metadata are not
+            JSON-serialisable or nest deeper than ``MAX_DEPTH``, or run is not a run id
+            (checked before anything is written).
+        UnsupportedStateError: when a leaf cannot be stored, a file's header or the manifest
+            would be over a reader's limits (``highmark.store.checks``).
+        CheckpointError: when a tensor changed size while it was being written.
+    """
+    step = _checked_step(step, metrics, metadata, run)
     files = []
     plans = plan_files(flat)
     total = sum(e.nbytes for p in plans for e in p.entries)
@@ -217,6 +232,7 @@ def write_checkpoint(
         "format": FORMAT_VERSION,
         "highmark": __version__,
         "step": int(step),
+        **({"run": run} if run is not None else {}),
         "created": float(created),
         "metrics": metrics,
         "metadata": metadata,

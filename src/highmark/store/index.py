@@ -30,7 +30,7 @@ from highmark.errors import (
 from highmark.policy.monitor import Monitor
 from highmark.policy.retention import RetentionDecision, monitored_value
 from highmark.store.backend import Storage
-from highmark.store.checks import MAX_JSON, hex64, json_depth, load_json
+from highmark.store.checks import MAX_JSON, hex64, json_depth, load_json, valid_run_id
 from highmark.tree import MAX_DEPTH
 
 __all__ = [
@@ -169,6 +169,7 @@ class IndexState:
     monitor: dict[str, Any] | None = None
     retention_log: list[dict[str, Any]] = field(default_factory=list)
     checked: bool = True
+    run_id: str | None = None  #: the run's identity, recorded in every manifest (identity.py)
 
     def resolve(self, which: str | int, url: str) -> int:
         """The step ``"latest"``, ``"best"`` or a step number names; CheckpointNotFoundError."""
@@ -214,6 +215,7 @@ class IndexState:
         data = {
             "format": INDEX_FORMAT,
             "highmark": library_version,
+            **({"run": self.run_id} if self.run_id is not None else {}),
             "monitor": self.monitor,
             "checkpoints": [self.entries[s].to_json() for s in sorted(self.entries)],
             "ranking": {
@@ -287,6 +289,10 @@ def _parse_index(raw: dict[str, Any], where: str, checked: bool) -> IndexState:
                 state.entries[entry.step] = entry
             best = (raw.get("ranking") or {}).get("best_step")
             state.best_step = best if type(best) is int and best in state.entries else None
+            run = raw.get("run")
+            if run is not None and not valid_run_id(run):
+                raise ValueError("the run id is not one (1-64 of [0-9A-Za-z_-])")
+            state.run_id = run
         monitor = raw.get("monitor")
         if monitor is not None:
             Monitor.from_config(monitor)  # raises for a malformed config

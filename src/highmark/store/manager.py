@@ -22,7 +22,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from highmark.errors import ConfigError, CorruptCheckpointError, InsufficientSpaceError
+from highmark.errors import ConfigError, InsufficientSpaceError
 from highmark.policy.monitor import Monitor
 from highmark.policy.retention import (
     Retention,
@@ -33,6 +33,7 @@ from highmark.policy.retention import (
 from highmark.store import format as fmt
 from highmark.store import rebuild
 from highmark.store.backend import Storage, StorageLock, open_storage
+from highmark.store.identity import ensure_run_id
 from highmark.store.index import (
     CheckpointInfo,
     Entry,
@@ -43,6 +44,7 @@ from highmark.store.index import (
     would_be_best,
 )
 from highmark.store.manifests import ManifestCache
+from highmark.store.restore import Request, candidates, restore_newest
 from highmark.store.verification import CheckpointStatus, VerifyReport, verify_steps
 from highmark.store.writer import BackgroundSaves, add_note
 from highmark.tree import FlatTree, flatten
@@ -126,6 +128,7 @@ class CheckpointManager:
             self._lock = rebuild.lock_run(self.storage)
         try:
             self._state = rebuild.open_index(self.storage, self.monitor, read_only)
+            ensure_run_id(self.storage, self._state, self._manifests, read_only)
         except BaseException:
             self._release_lock()
             raise
@@ -195,7 +198,9 @@ class CheckpointManager:
         stage = "writing the files"
         try:
             info: dict[str, Any] = {"metrics": metrics, "metadata": metadata, "created": created}
-            manifest = fmt.write_checkpoint(self.storage, staging, flat, step=step, **info)
+            manifest = fmt.write_checkpoint(
+                self.storage, staging, flat, step=step, run=self._state.run_id, **info
+            )
             stage = "committing"
             self.storage.commit_dir(staging, final)
         except BaseException as err:
@@ -320,41 +325,26 @@ class CheckpointManager:
         keys: Sequence[str] | None = None,
         into: Any = None,
         fallback: bool = False,
+        *,
+        zero_copy: bool = False,
     ) -> Any:
         """Loads a checkpoint's state tree (``keys``: only those parts; ``into``: fill in place).
 
-        With ``fallback=True`` a damaged checkpoint is skipped for the newest intact one (a
-        warning is logged).
+        Nothing reaches ``into`` before every byte is verified; other tensors own their memory
+        (``zero_copy=True``: views of the mapped files; a file edited in place shows through,
+        one truncated kills the process with SIGBUS). A copy from another step or run is
+        refused. ``fallback=True`` skips a checkpoint that cannot be restored, for any reason
+        (logged), for the newest one that can (:mod:`highmark.store.restore`).
 
         Raises:
-            CheckpointNotFoundError: no such checkpoint.
-            CorruptCheckpointError: a damaged or missing file, named (without ``fallback``).
+            CheckpointNotFoundError: no such checkpoint. ConfigError: ``keys``/``into`` misfit.
+            CheckpointError, OSError: why it cannot be restored (naming the file or directory).
         """
         self.wait()
-        step = self._resolve(which)
-        candidates = [step]
-        if fallback:
-            candidates += sorted((s for s in self._state.entries if s != step), reverse=True)
-        first: CorruptCheckpointError | None = None
-        for candidate in candidates:
-            name = step_dir(candidate)
-            try:
-                manifest = self._manifests.get(name)
-                state = fmt.read_checkpoint(self.storage, name, manifest, keys=keys, into=into)
-            except (CorruptCheckpointError, FileNotFoundError) as err:
-                if not fallback and isinstance(err, CorruptCheckpointError):
-                    raise
-                corrupt = CorruptCheckpointError(self._path(candidate), str(err))
-                if not fallback:
-                    raise corrupt from err
-                first = first or corrupt
-                log.warning("%s: checkpoint %s is damaged (%s); falling back", self.url, name, err)
-                continue
-            if candidate != step:
-                log.warning("%s: restored step %d instead of %r", self.url, candidate, which)
-            return state
-        assert first is not None
-        raise first
+        with self._mu:
+            steps = candidates(self._state, which, self.url, fallback)
+        request, run_id = Request(keys, into, zero_copy), self._state.run_id
+        return restore_newest(self.storage, self._manifests, steps, request, run_id, self._path)
 
     def verify(self, which: Which | None = None) -> VerifyReport:
         """Checks every file of every (or one) checkpoint against its recorded checksum, and

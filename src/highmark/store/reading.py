@@ -1,12 +1,20 @@
-"""Reading a checkpoint's tensors back: only the bytes asked for, checked, into place or mapped.
+"""Reading a checkpoint's tensors back: only the bytes asked for, checked, into place or new.
 
 :func:`read_checkpoint` plans the reads of the wanted tensors file by file (after checking each
 file's size and header against the manifest), then performs them with
 :func:`highmark.store.reader.read_all`: in parallel on local disk, each tensor hashed as it is
-read. On local disk new tensors are copy-on-write views of the memory-mapped file (no copy;
-only the pages of the tensors asked for are read; writing to them never reaches the file);
-``into=`` reads straight into the existing tensors' memory. Elsewhere the byte ranges are read
-with seek + readinto. Nothing is ever unpickled.
+read. Nothing is ever unpickled.
+
+- New tensors own their memory: the bytes are read into fresh host tensors, so nothing done to
+  the files afterwards (edited in place, truncated, deleted) reaches them. ``zero_copy=True``
+  makes them copy-on-write views of the memory-mapped file instead (local disk only; opt-in,
+  since a file edited in place shows through and a truncated one kills the process with SIGBUS).
+- ``into=`` tensors (live ones) receive bytes only once every byte of the restore has been
+  checked. On local disk the bytes meant for them are first read into a small scratch buffer
+  per thread and checked, then read into them (two reads of the page cache, no extra memory);
+  elsewhere (object stores) they are read into host tensors, checked, then copied over (one
+  read over the network, the restored bytes held twice meanwhile). A non-contiguous or device
+  ``into`` tensor always takes the host-tensor route.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import contextlib
 import io
 import mmap
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO, cast
 
 import xxhash
@@ -23,6 +32,7 @@ from highmark.errors import ConfigError, CorruptCheckpointError
 from highmark.store.backend import Storage
 from highmark.store.checks import MAX_HEADER, check_header, file_digest, read_header
 from highmark.store.reader import ReadJob, read_all
+from highmark.store.writer import add_note
 from highmark.tree import (
     LeafCodec,
     codec_for_kind,
@@ -87,14 +97,17 @@ def read_checkpoint(
     keys: Sequence[str] | None = None,
     into: Any = None,
     verify: bool = True,
+    zero_copy: bool = False,
 ) -> Any:
     """Read a checkpoint's tree, or the part of it under ``keys``, reading only those bytes.
 
     ``into`` is an existing tree (the restored one, or, when ``keys`` names one key path, the
     subtree at that path, e.g. ``model.state_dict()`` for ``keys=["model"]``) whose tensors are
-    filled in place: bytes are read straight into their memory. Tensors not in ``into`` come back
-    as new host tensors: copy-on-write views of the memory-mapped file on local disk, read into
-    fresh memory elsewhere. With ``verify``, every tensor read is checked against its xxh3-64.
+    filled in place. With ``verify`` (the default) every byte read is checked against its
+    tensor's xxh3-64, and no byte reaches an ``into`` tensor before every byte of the restore
+    has passed: a damaged checkpoint raises and leaves ``into`` as it was. Tensors not in
+    ``into`` come back as new host tensors that own their memory, or, with ``zero_copy`` on
+    local disk, as copy-on-write views of the memory-mapped files (see the module docstring).
 
     Raises:
         ConfigError: a key path not in the checkpoint, or ``into`` tensors that do not match.
@@ -111,9 +124,7 @@ def read_checkpoint(
     if extra:
         hint = "" if keys else " (to fill a subtree such as model.state_dict(), pass keys=[...])"
         raise ConfigError(f"`into` has tensors the checkpoint does not hold: {extra[:10]}{hint}")
-    out: dict[str, Any] = {}
-    jobs: list[ReadJob] = []
-    staged: list[_Staged] = []
+    plan = _Plan(verify, zero_copy)
     with contextlib.ExitStack() as files:  # open until every planned read is done
         for file in manifest["files"]:
             wanted = [t for t in file["tensors"] if t["name"] in kinds]
@@ -121,17 +132,34 @@ def read_checkpoint(
                 rel = checkpoint_path(ckpt_dir, file["name"])
                 f = files.enter_context(open_checked(storage, rel, file))
                 start = _data_start(f, rel, file, manifest["format"] if verify else 1)
-                _plan_reads(f, rel, start, wanted, targets, verify, out, jobs, staged)
-        # Every `into` tensor matched the checkpoint's: only now do bytes reach them.
-        read_all(jobs + [job for job, *_ in staged])
-        for _, dest, codec, leaf in staged:  # checked: assign them
-            codec.assign(dest, leaf)
-    return unflatten(skeleton, out)
+                _plan_reads(f, rel, start, wanted, targets, plan)
+        # Every `into` tensor matched the checkpoint's: now the reads.
+        plan.perform()
+    return unflatten(skeleton, plan.out)
 
 
-#: A read into a host tensor that is then assigned to an ``into`` tensor (non-contiguous or
-#: on a device): the job, the destination, its codec and the host tensor.
-_Staged = tuple[ReadJob, Any, LeafCodec, Any]
+@dataclass
+class _Plan:
+    """The reads of one restore, in file order, and the tensors they make or fill."""
+
+    verify: bool
+    zero_copy: bool
+    out: dict[str, Any] = field(default_factory=dict)  #: key path -> tensor returned
+    first: list[ReadJob] = field(default_factory=list)  #: new tensors, staged, checks
+    live: list[ReadJob] = field(default_factory=list)  #: into live tensors, after the checks
+    staged: list[tuple[Any, LeafCodec, Any]] = field(default_factory=list)  #: dest, codec, host
+
+    def perform(self) -> None:
+        """Reads and checks every byte (the live tensors' bytes into scratch), and only then
+        reads into the live tensors and copies the staged ones over."""
+        read_all(self.first)
+        try:  # every byte is checked: only now does any reach a live tensor
+            read_all(self.live)
+            for dest, codec, leaf in self.staged:
+                codec.assign(dest, leaf)
+        except BaseException as err:
+            add_note(err, "highmark: the `into` tensors may be partly overwritten by this restore")
+            raise
 
 
 def _nbytes(t: Mapping[str, Any]) -> int:
@@ -185,62 +213,78 @@ def _plan_reads(
     data_start: int,
     wanted: list[dict[str, Any]],
     targets: Mapping[str, tuple[Any, LeafCodec]],
-    verify: bool,
-    out: dict[str, Any],
-    jobs: list[ReadJob],
-    staged: list[_Staged],
+    plan: _Plan,
 ) -> None:
-    """Fills ``out`` with the file's wanted tensors: mapped ones at once, read ones as ``jobs``.
-
-    A tensor read into ``into``'s memory, or into a new tensor, becomes a :class:`ReadJob`
-    (read and checked afterwards, in parallel, by :func:`read_all`); one that must be assigned
-    (``into`` holds a non-contiguous or device tensor) is ``staged``: read into a host tensor
-    and checked once every ``into`` tensor has been checked, before it reaches ``into``.
+    """Plans the reads of the file's wanted tensors: into ``into``'s tensors (``targets``), into
+    new host tensors (each its own memory), or (``plan.zero_copy``) as views of the mapped file,
+    checked at once.
     """
     mapped: memoryview | None = None
-    can_map = isinstance(f, io.FileIO)
+    can_map = plan.zero_copy and isinstance(f, io.FileIO)
     for t in sorted(wanted, key=lambda t: int(t["data_offsets"][0])):
         name = t["name"]
         start = data_start + t["data_offsets"][0]
         target = targets.get(name)
         if target is not None:  # into `into`'s memory: the common case of a resume
-            dest, codec = target
-            have_dtype, have_shape, direct = codec.describe_target(dest, name)
-            if have_dtype != t["dtype"] or list(have_shape) != t["shape"]:
-                raise ConfigError(
-                    f"{name}: the checkpoint holds {t['dtype']}{list(t['shape'])}, "
-                    f"`into` has {have_dtype}{list(have_shape)}"
-                )
-            out[name] = dest
-            if direct is not None:
-                jobs.append(ReadJob(f, rel, start, direct, name, t["xxh3"] if verify else None))
-                continue
-            # A non-contiguous or device tensor: read into a host tensor, assigned later.
-            leaf = codec.empty(have_dtype, have_shape)
-            view = codec.writable_bytes(leaf)
-            assert view is not None
-            job = ReadJob(f, rel, start, view, name, t["xxh3"] if verify else None)
-            staged.append((job, dest, codec, leaf))
+            _plan_into(f, rel, start, t, target, plan)
             continue
-        dtype, shape, nbytes = t["dtype"], tuple(t["shape"]), _nbytes(t)
         codec = codec_for_kind(t["kind"])
+        dtype, shape, nbytes = t["dtype"], tuple(t["shape"]), _nbytes(t)
         if mapped is None and can_map and nbytes:
             try:
                 mapped = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY))
             except (OSError, ValueError):  # a filesystem without mmap: read instead
                 can_map = False
         if mapped is not None and nbytes:
-            # Local file, new tensor: a copy-on-write view of the mapped file (zero copy;
-            # only the pages of the tensors read are touched).
+            # zero_copy: a copy-on-write view of the mapped file (only the pages of the
+            # tensors read are touched; writes to it never reach the file), checked now.
             window = mapped[start : start + nbytes]
-            _check_tensor(window, t, rel, verify)
-            out[name] = codec.from_buffer(window, dtype, shape)
+            _check_tensor(window, t, rel, plan.verify)
+            plan.out[name] = codec.from_buffer(window, dtype, shape)
             continue
-        leaf = codec.empty(dtype, shape)
+        leaf = plan.out[name] = codec.empty(dtype, shape)  # owned memory
         view = codec.writable_bytes(leaf)
         assert view is not None
-        out[name] = leaf
-        jobs.append(ReadJob(f, rel, start, view, name, t["xxh3"] if verify else None))
+        plan.first.append(ReadJob(f, rel, start, view, name, t["xxh3"] if plan.verify else None))
+
+
+def _plan_into(
+    f: BinaryIO,
+    rel: str,
+    start: int,
+    t: Mapping[str, Any],
+    target: tuple[Any, LeafCodec],
+    plan: _Plan,
+) -> None:
+    """Plans the read of tensor ``t`` into the ``into`` tensor ``target``.
+
+    From a local file into a contiguous host tensor: its bytes are checked first (read into
+    scratch) and read into it after every check. Any other (a non-contiguous or device tensor,
+    a file on an object store) is staged: read into a host tensor, checked, then assigned.
+
+    Raises:
+        ConfigError: naming the key path, when ``target``'s dtype or shape differ from ``t``'s.
+    """
+    name = t["name"]
+    dest, codec = target
+    have_dtype, have_shape, direct = codec.describe_target(dest, name)
+    if have_dtype != t["dtype"] or list(have_shape) != t["shape"]:
+        raise ConfigError(
+            f"{name}: the checkpoint holds {t['dtype']}{list(t['shape'])}, "
+            f"`into` has {have_dtype}{list(have_shape)}"
+        )
+    plan.out[name] = dest
+    xxh3 = t["xxh3"] if plan.verify else None
+    if direct is not None and isinstance(f, io.FileIO):
+        if xxh3 is not None:
+            plan.first.append(ReadJob(f, rel, start, direct, name, xxh3, check_only=True))
+        plan.live.append(ReadJob(f, rel, start, direct, name, None))
+        return
+    leaf = codec.empty(have_dtype, have_shape)
+    plan.staged.append((dest, codec, leaf))
+    view = codec.writable_bytes(leaf)
+    assert view is not None
+    plan.first.append(ReadJob(f, rel, start, view, name, xxh3))
 
 
 def _check_tensor(view: memoryview, t: Mapping[str, Any], rel: str, verify: bool) -> None:
