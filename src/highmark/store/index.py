@@ -82,7 +82,7 @@ class CheckpointInfo:
 
 @dataclass
 class CheckpointStatus:
-    """The verification result of one checkpoint."""
+    """The verification result of one checkpoint (problems: run-relative file, reason)."""
 
     step: int
     path: str
@@ -92,6 +92,13 @@ class CheckpointStatus:
     def ok(self) -> bool:
         """Whether every file is present and matches its checksum."""
         return not self.problems
+
+    @property
+    def damaged(self) -> list[tuple[str, str]]:
+        """Every damaged or missing file as (its full path, reason); the checkpoint's own path
+        when the problem is the checkpoint as a whole."""
+        root = self.path.rstrip("/").rpartition("/")[0]
+        return [(f"{root}/{rel}" if rel else self.path, why) for rel, why in self.problems]
 
 
 @dataclass
@@ -108,7 +115,7 @@ class VerifyReport:
     @property
     def damaged(self) -> list[tuple[str, str]]:
         """Every damaged or missing file as (path, reason)."""
-        return [(f"{c.path}/{rel}", why) for c in self.checkpoints for rel, why in c.problems]
+        return [item for c in self.checkpoints for item in c.damaged]
 
 
 @dataclass
@@ -386,6 +393,6 @@ def verify_steps(storage: Storage, steps: list[int], path: Callable[[int], str])
             else:
                 status.problems.extend(fmt.verify_checkpoint(storage, name))
         except (CorruptCheckpointError, OSError) as err:
-            status.problems.append((fmt.MANIFEST, str(err)))
+            status.problems.append((f"{name}/{fmt.MANIFEST}", str(err)))
         report.checkpoints.append(status)
     return report
