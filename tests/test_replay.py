@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from highmark.errors import ConfigError
-from highmark.replay import parse_grid, parse_values, replay
+from highmark.replay import parse_grid, parse_values, replay, resolve_mode
 from highmark.replay.curves import Curve, curve_from_csv, curve_from_json, load_curves
 
 # best anywhere: 0.65 at step 7; the plateau 3..6 ends the patience 1/3/4 policies early.
@@ -223,3 +223,68 @@ def test_monitor_and_mode_default_to_what_the_run_recorded() -> None:
     result = replay([curve], parse_grid({"patience": "2"}))
     assert result.monitor == "val_acc"
     assert result.policies[0].curves[0].regret == pytest.approx(0.9 - 0.7)
+
+
+def test_curves_without_the_monitor_are_skipped_with_a_warning() -> None:
+    other = Curve("acc-only", [0, 1], [{"val_acc": 0.5}, {"val_acc": 0.6}])
+    result = replay([make_curve("a", LOSS), other], parse_grid({"patience": "1"}))
+    assert result.curves == ["a"]
+    assert [len(p.curves) for p in result.policies] == [1]
+    assert result.warnings == ["acc-only: skipped, it has no values of 'val_loss' (its metrics: "
+                               "val_acc)"]  # fmt: skip
+
+
+def test_a_curve_cut_short_leaves_the_regret_of_a_later_stopper_unknown() -> None:
+    curve = make_curve("a", LOSS[:6])  # its run stopped itself at step 5
+    curve.info = {"status": "stopped", "stop_step": 5}
+    result = replay([curve], parse_grid({"patience": "1,4"}))
+    p1, p4 = (by_patience(result, p).curves[0] for p in (1, 4))
+    assert (p1.stopped, p1.cut_short, p1.regret) == (True, False, 0.0)  # stops at 3, best 0.7
+    assert (p4.stopped, p4.cut_short, p4.regret) == (False, True, None)  # would run past 5
+    assert by_patience(result, 4).mean_regret is None
+    assert result.recommended is not None
+    assert result.recommended.policy == {"patience": 1}
+    assert len(result.warnings) == 1
+    assert "1 of 2 policies would" in result.warnings[0]
+
+
+def test_a_curve_that_ran_its_budget_has_every_regret_known() -> None:
+    curve = make_curve("a", LOSS[:6])
+    curve.info = {"status": "budget"}
+    result = replay([curve], parse_grid({"patience": "1,3"}))
+    assert [p.curves[0].regret for p in result.policies] == [0.0, 0.0]
+    assert result.warnings == []
+
+
+def test_mode_auto_prefers_the_recorded_mode_then_the_name() -> None:
+    assert resolve_mode("val_loss", "max") == "max"  # given: taken as is
+    assert resolve_mode("score", "auto", [{"monitor": "score", "mode": "max"}]) == "max"
+    assert resolve_mode("val_acc", "auto", [{"monitor": "val_loss", "mode": "min"}]) == "max"
+    assert resolve_mode("val_loss", None) == "min"
+
+
+def test_mode_auto_refuses_a_name_that_does_not_say() -> None:
+    with pytest.raises(ConfigError, match=r"'widgets'.*--mode"):
+        resolve_mode("widgets", "auto")
+    with pytest.raises(ConfigError, match="--score-mode"):
+        resolve_mode("widgets", "auto", option="score_mode")
+
+
+def test_mode_auto_refuses_runs_that_disagree() -> None:
+    runs = [{"monitor": "score", "mode": "max"}, {"monitor": "score", "mode": "min"}]
+    with pytest.raises(ConfigError, match="both"):
+        resolve_mode("score", "auto", runs)
+
+
+def test_an_unknown_mode_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="'auto', 'min' or 'max'"):
+        resolve_mode("val_loss", "lowest")
+
+
+def test_grid_docstring_examples_hold() -> None:
+    import doctest
+
+    from highmark.replay import grid
+
+    result = doctest.testmod(grid)
+    assert (result.failed, result.attempted > 0) == (0, True)

@@ -111,3 +111,13 @@ def test_replay_plot_labels_only_the_trade_off_front() -> None:
 
     points = [(30.0, 0.02, "p=0"), (30.0, 0.02, "p=1"), (10.0, 0.0, "p=3"), (5.0, 0.01, "p=9")]
     assert sorted(_front_labels(points)) == [(10.0, 0.0, "p=3"), (30.0, 0.02, "p=0 (+1)")]
+
+
+def test_report_command_accepts_a_folder_of_runs(two_runs, tmp_path: Path) -> None:
+    out = tmp_path / "folder.html"
+    result = CliRunner().invoke(app, ["report", str(tmp_path), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    html = out.read_text()
+    assert html.count('<table class="checkpoints">') == 2
+    assert "<h3>run-a</h3>" in html
+    assert "<h3>run-b</h3>" in html

@@ -5,8 +5,9 @@ with ``--storage-option KEY=VALUE`` (repeatable; dotted keys nest, values are pa
 they can be, e.g. ``--storage-option client_kwargs.endpoint_url=http://127.0.0.1:8333``); s3fs
 also reads the usual ``AWS_*`` environment variables (``AWS_ENDPOINT_URL``, keys, region).
 
-Errors print one line on stderr and exit with code 1 (``--debug`` shows the traceback);
-``verify`` exits 1 when a checkpoint is damaged; usage errors exit 2.
+Exit codes: 0 done (also when ``prune`` is declined at its prompt); 1 an error, printed as one
+line ``highmark: error: MESSAGE`` on stderr (``--debug`` shows the traceback), or ``verify``
+found damage (printed on stdout); 2 a usage error (unknown option, missing argument).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import Enum
 from typing import Any, TypeVar
 
 from highmark.__about__ import __version__
@@ -34,6 +36,13 @@ _STATE = {"debug": False}
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _typer_exits() -> tuple[type[BaseException], ...]:
+    """The exceptions typer turns into exit codes itself: its own and, before typer 0.29
+    (which vendors click), click's."""
+    own = (typer.Exit, typer.Abort, getattr(typer, "TyperException", typer.Exit))
+    return (*own, click.exceptions.Exit, click.ClickException, click.Abort, SystemExit)
+
+
 def _fail(message: str) -> None:
     print(f"highmark: error: {message}", file=sys.stderr)
 
@@ -45,7 +54,7 @@ def _errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+        except _typer_exits():
             raise
         except BrokenPipeError:  # e.g. `highmark ls --json RUN | head`
             sys.stderr.close()
@@ -87,17 +96,19 @@ def _json(data: Any) -> None:
 
 
 @contextmanager
-def _progress(
-    label: str, total: int | None, count: bool = False
-) -> Iterator[Callable[[int], None]]:
-    """A progress bar on stderr (bytes, or items with ``count``); yields ``advance(n)``."""
-    from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn
+def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar of bytes on a terminal's stderr (nothing elsewhere); yields
+    ``advance(bytes_done, total_bytes)``."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
-    done = MofNCompleteColumn() if count else DownloadColumn()
-    columns = [TextColumn("{task.description}"), BarColumn(), done]
-    with Progress(*columns, console=views.console(stderr=True), transient=True) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n: bar.advance(task, n)
+    console = views.console(stderr=True)
+    if not console.is_terminal:
+        yield lambda n, total: None
+        return
+    columns = [TextColumn("{task.description}"), BarColumn(), DownloadColumn()]
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda n, total: bar.update(task, advance=n, total=total)
 
 
 if typer is not None:
@@ -122,6 +133,18 @@ if typer is not None:
         typer.Option("--storage-option", "-S", metavar="KEY=VALUE", help="fsspec option."),
     ]
     JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+    RunsArg = Annotated[list[str], typer.Argument(help="Runs, or folders of runs.")]
+
+    class Mode(str, Enum):
+        """A metric's direction; ``auto``: the run's recorded mode, else the metric's name's."""
+
+        auto = "auto"
+        min = "min"
+        max = "max"
+
+    ModeOpt = Annotated[
+        Mode, typer.Option(help="auto: the run's recorded mode, else the one the name implies.")
+    ]
 
     def _version(value: bool) -> None:
         if value:
@@ -141,11 +164,10 @@ if typer is not None:
     @app.command("ls")
     @_errors
     def ls_cmd(run: str, as_json: JsonOpt = False, storage_option: StorageOpt = None) -> None:
-        """List the checkpoints of RUN: step, metrics, size, age, flags; total disk use."""
-        from highmark.inspect import list_checkpoints, open_run
+        """List the checkpoints of RUN (or of each run in a folder): step, metrics, size, flags."""
+        from highmark.inspect import list_runs
 
-        with open_run(run, storage_options(storage_option)) as manager:
-            data = list_checkpoints(manager)
+        data = list_runs(run, storage_options(storage_option))
         if as_json:
             return _json(data)
         views.ls_table(data)
@@ -155,6 +177,7 @@ if typer is not None:
     def show_cmd(
         spec: Annotated[str, typer.Argument(metavar="RUN[:STEP|:best|:latest]")],
         diff: Annotated[str | None, typer.Option(help="Compare with OTHER[:STEP].")] = None,
+        rng: Annotated[bool, typer.Option(help="Also diff the saved RNG state.")] = False,
         as_json: JsonOpt = False,
         storage_option: StorageOpt = None,
     ) -> None:
@@ -172,9 +195,9 @@ if typer is not None:
                 with open_run(other_url, opts) as other:
                     a, b = manager.info(which), other.info(other_which)
                     dirs = (checkpoint_dir(a), checkpoint_dir(b))
-                    with _progress("comparing", a.size) as advance:
+                    with _progress("comparing") as advance:
                         data = diff_tensors(manager.storage, dirs[0], other.storage, dirs[1],
-                                            progress=advance)  # fmt: skip
+                                            progress=advance, rng=rng)  # fmt: skip
                     data = {"a": f"{url}:{a.step}", "b": f"{other_url}:{b.step}", **data}
         if as_json:
             return _json(data)
@@ -184,12 +207,13 @@ if typer is not None:
     @app.command("compare")
     @_errors
     def compare_cmd(
-        runs: list[str], as_json: JsonOpt = False, storage_option: StorageOpt = None
+        runs: RunsArg, as_json: JsonOpt = False, storage_option: StorageOpt = None
     ) -> None:
         """Compare runs side by side: best metric and step, stop reason, budget, time, bytes."""
-        from highmark.inspect import compare_runs
+        from highmark.inspect import compare_runs, find_runs
 
-        data = compare_runs(runs, storage_options(storage_option))
+        opts = storage_options(storage_option)
+        data = compare_runs(find_runs(runs, opts), opts)
         if as_json:
             return _json(data)
         views.compare_table(data)
@@ -199,24 +223,13 @@ if typer is not None:
     @_errors
     def verify_cmd(run: str, as_json: JsonOpt = False, storage_option: StorageOpt = None) -> None:
         """Recheck every checksum of RUN: exit 0 when all intact, 1 naming the damaged files."""
-        from highmark.inspect import open_run
+        from highmark.inspect import open_run, verify_run
 
-        damaged: list[tuple[int, str, str]] = []
-        with open_run(run, storage_options(storage_option)) as manager:
-            steps = [c.step for c in manager.checkpoints()]
-            with _progress("verifying", len(steps), count=True) as advance:
-                for step in steps:
-                    report = manager.verify(step)
-                    damaged += [(step, str(path), str(why)) for path, why in report.damaged]
-                    advance(1)
-        if as_json:
-            rows = [{"step": s, "file": p, "problem": w} for s, p, w in damaged]
-            _json({"run": run, "ok": not damaged, "checkpoints": len(steps), "damaged": rows})
-        else:
-            for step, path, why in damaged:
-                print(f"DAMAGED step {step}: {path}: {why}")
-            print(f"{len(steps)} checkpoint(s) checked, {len(damaged)} damaged file(s)")
-        if damaged:
+        status = views.console(stderr=True).status("verifying")
+        with open_run(run, storage_options(storage_option)) as manager, status:
+            data = verify_run(manager)
+        _json(data) if as_json else views.verify_lines(data)
+        if not data["ok"]:
             raise typer.Exit(1)
 
     @app.command("prune")
@@ -226,6 +239,10 @@ if typer is not None:
         keep_best: Annotated[int | None, typer.Option(help="Keep the K best.")] = None,
         keep_last: Annotated[int | None, typer.Option(help="Keep the N latest.")] = None,
         keep_every: Annotated[int | None, typer.Option(help="Keep every S-th step.")] = None,
+        monitor: Annotated[
+            str | None, typer.Option(help="Metric --keep-best ranks by (default: the run's).")
+        ] = None,
+        mode: ModeOpt = Mode.auto,
         dry_run: Annotated[bool, typer.Option(help="Only show what would go.")] = False,
         yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
         as_json: JsonOpt = False,
@@ -240,16 +257,14 @@ if typer is not None:
             if not sys.stdin.isatty():
                 raise ValueError("refusing to delete without confirmation: pass --yes")
             with open_run(run, opts) as manager:
-                plan = prune_run(manager, *flags, dry_run=True)
+                plan = prune_run(manager, *flags, dry_run=True, monitor=monitor, mode=mode.value)
             views.prune_lines(plan)
             if not plan["delete"] or not typer.confirm("Delete these checkpoints?"):
+                print("nothing deleted")
                 raise typer.Exit(0)
-        with open_run(run, opts, read_only=dry_run) as manager:
-            if dry_run:
-                data = prune_run(manager, *flags, dry_run=True)
-            else:
-                with views.console(stderr=True).status("pruning"):
-                    data = prune_run(manager, *flags, dry_run=False)
+        status = views.console(stderr=True).status("pruning")
+        with open_run(run, opts, read_only=dry_run) as manager, status:
+            data = prune_run(manager, *flags, dry_run=dry_run, monitor=monitor, mode=mode.value)
         return _json(data) if as_json else views.prune_lines(data)
 
     @app.command("export")
@@ -258,64 +273,49 @@ if typer is not None:
         spec: Annotated[str, typer.Argument(metavar="RUN[:STEP|:best]")],
         out: Annotated[str, typer.Option("-o", "--out", help="FILE, or DIR/ for a folder.")],
         key: Annotated[str, typer.Option(help="Top-level key to export ('' = all).")] = "model",
+        force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
         storage_option: StorageOpt = None,
     ) -> None:
         """Write one standalone safetensors file that load_file/load_state_dict read."""
-        from highmark.inspect import checkpoint_dir, open_run, parse_spec, strict, tensor_checksums
-        from highmark.tensorio import checkpoint_tensors, export_tensors
+        from highmark.inspect import open_run, parse_spec
+        from highmark.tensorio import export_checkpoint
 
         url, which = parse_spec(spec, default="best")
-        with open_run(url, storage_options(storage_option)) as manager:
-            info = manager.info(which)
-            ckpt = checkpoint_dir(info)
-            meta = {"source": f"{url}:{info.step}", "step": str(info.step),
-                    "metrics": json.dumps(strict(dict(info.metrics)))}  # fmt: skip
-            is_dir = out.endswith(("/", os.sep)) or os.path.isdir(out)
-            if is_dir:
-                os.makedirs(out, exist_ok=True)
-                target = os.path.join(out, f"{key or 'checkpoint'}.safetensors")
-                with open(os.path.join(out, "highmark-export.json"), "w", encoding="utf-8") as f:
-                    json.dump({**meta, "metrics": strict(dict(info.metrics))}, f, indent=2)
-            else:
-                target = out
-            prefix = f"{key}." if key else ""
-            tensors = checkpoint_tensors(manager.storage, ckpt).items()
-            total = sum(t.nbytes for name, t in tensors if name.startswith(prefix))
-            with _progress("exporting", total) as advance:
-                sums = tensor_checksums(manager.manifest(info.step))
-                result = export_tensors(
-                    manager.storage, ckpt, target, key or None, meta, advance, checksums=sums
-                )
-        print(f"exported {result['tensors']} tensor(s), {views.size(result['bytes'])} "
-              f"of step {info.step} to {target}")  # fmt: skip
+        opts = storage_options(storage_option)
+        with open_run(url, opts) as manager, _progress("exporting") as advance:
+            done = export_checkpoint(manager, which, out, key, url, force, advance)
+        print(f"exported {done['tensors']} tensor(s), {views.size(done['bytes'])} "
+              f"of step {done['step']} to {done['path']}")  # fmt: skip
 
     @app.command("report")
     @_errors
     def report_cmd(
-        runs: list[str],
+        runs: RunsArg,
         out: Annotated[str, typer.Option("-o", "--out", help="HTML file.")] = "report.html",
         png: Annotated[str | None, typer.Option(help="Also write the plot as PNG.")] = None,
         storage_option: StorageOpt = None,
     ) -> None:
         """Write one self-contained HTML report: curves, best/stop steps, checkpoints."""
+        from highmark.inspect import find_runs
         from highmark.report import write_report
 
-        write_report(runs, out, png=png, storage_options=storage_options(storage_option))
+        opts = storage_options(storage_option)
+        write_report(find_runs(runs, opts), out, png=png, storage_options=opts)
         print(f"wrote {out}" + (f" and {png}" if png else ""))
 
     @app.command("replay")
     @_errors
     def replay_cmd(
-        curves: Annotated[list[str], typer.Argument(help="Runs, CSV, Keras JSON, metrics.csv.")],
+        curves: Annotated[
+            list[str], typer.Argument(help="Runs, folders of runs, CSV, Keras JSON, metrics.csv.")
+        ],
         monitor: Annotated[
             str | None, typer.Option(help="Default: the run's, else val_loss.")
         ] = None,
         patience: str | None = "0..30",
         min_delta: str | None = None,
         min_delta_mode: str | None = None,
-        mode: Annotated[
-            str | None, typer.Option(help="min | max (default: the run's, else min).")
-        ] = None,
+        mode: ModeOpt = Mode.auto,
         baseline: str | None = None,
         start_from: str | None = None,
         criteria: Annotated[
@@ -323,7 +323,7 @@ if typer is not None:
         ] = None,
         smoothing: Annotated[str | None, typer.Option(help="e.g. none,ema:0.3,ma:5")] = None,
         score: Annotated[str | None, typer.Option(help="Also report regret on this.")] = None,
-        score_mode: str = "max",
+        score_mode: ModeOpt = Mode.auto,
         tolerance: float = 0.01,
         train_monitor: str = "train_loss",
         as_json: JsonOpt = False,
@@ -342,16 +342,17 @@ if typer is not None:
                            "smoothing": smoothing})  # fmt: skip
         loaded = load_curves(curves, storage_options(storage_option))
         result = replay(
-            loaded, grid, monitor=monitor, mode=mode, score=score, score_mode=score_mode,
-            tolerance=tolerance, train_monitor=train_monitor,
+            loaded, grid, monitor=monitor, mode=mode.value, score=score,
+            score_mode=score_mode.value, tolerance=tolerance, train_monitor=train_monitor,
         )  # fmt: skip
         if plot:
             from highmark.report import replay_plot
 
             replay_plot(result, plot)
+        views.warn(result.warnings)
         if as_json:
             return _json(result.to_dict())
-        views.replay_table(result, len(grid), len(loaded))
+        views.replay_table(result, len(grid), len(result.curves))
         return None
 
     @app.command("demo")

@@ -15,19 +15,21 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from highmark.errors import ConfigError
+from highmark.errors import CheckpointError, ConfigError
 
 __all__ = [
     "Which",
     "checkpoint_dir",
     "compare_runs",
+    "find_runs",
     "list_checkpoints",
+    "list_runs",
     "open_run",
     "parse_spec",
     "prune_run",
     "show_checkpoint",
     "strict",
-    "tensor_checksums",
+    "verify_run",
 ]
 
 Which = str | int
@@ -78,6 +80,7 @@ def open_run(
     storage = open_storage(url, storage_options=dict(storage_options or {}))
     state = load_index(storage) if storage.exists(INDEX) else None
     if state is None and not _has_checkpoints(storage):
+        _check_selector(url, storage_options)
         raise CheckpointNotFoundError(f"{url}: not a highmark run (no {INDEX}, no checkpoints)")
     # The run's own monitor, so ranking (best) is the one the run recorded, never re-ranked.
     monitor = Monitor.from_config(state.monitor) if state and state.monitor else None
@@ -88,29 +91,67 @@ def open_run(
         manager.close()
 
 
-def _has_checkpoints(storage: Any) -> bool:
+def _check_selector(spec: str, storage_options: Mapping[str, Any] | None) -> None:
+    """Raises ConfigError when ``spec`` is ``RUN:WORD``, RUN a run and WORD no checkpoint name."""
+    run, _, word = spec.rpartition(":")
+    if not run or not word or "/" in word:  # no selector, or a URL's scheme (s3://...)
+        return
+    try:
+        with open_run(run, storage_options) as manager:
+            steps = [c.step for c in manager.checkpoints()]
+    except (OSError, ConfigError, CheckpointError):
+        return
+    raise ConfigError(
+        f"{spec}: {word!r} names no checkpoint of {run}; use {run}:best, {run}:latest or "
+        f"{run}:STEP (steps: {', '.join(map(str, steps)) or 'none'})"
+    )
+
+
+def _has_checkpoints(storage: Any, rel: str = "") -> bool:
     """Whether the directory holds checkpoint dirs (a run that crashed before its first index)."""
     from highmark.store.index import parse_step_dir
 
     try:
-        return any(parse_step_dir(name) is not None for name in storage.listdir())
+        return any(parse_step_dir(name) is not None for name in storage.listdir(rel))
     except (FileNotFoundError, NotADirectoryError):
         return False
+
+
+def _is_run(storage: Any, rel: str = "") -> bool:
+    """Whether ``rel`` (the root when empty) holds a run: its index, run files or checkpoints."""
+    from highmark.history import HISTORY_FILE, RUN_FILE
+    from highmark.store.index import INDEX
+
+    names = (INDEX, RUN_FILE, HISTORY_FILE)
+    try:
+        found = any(storage.exists(f"{rel}/{n}" if rel else n) for n in names)
+        return found or _has_checkpoints(storage, rel)
+    except (OSError, ValueError):
+        return False
+
+
+def find_runs(urls: Sequence[str], storage_options: Mapping[str, Any] | None = None) -> list[str]:
+    """The runs that command-line arguments name: each a run, or a folder of runs.
+
+    A folder of runs is a folder that is no run itself and whose direct subfolders include runs;
+    it stands for those runs, in name order. Only one level is searched (runs in the subfolders
+    of its subfolders are not). Any other argument is kept as given, so that opening it says what
+    is wrong.
+    """
+    from highmark.store.backend import open_storage
+
+    found: list[str] = []
+    for url in urls:
+        storage = open_storage(url, storage_options=dict(storage_options or {}))
+        names = [] if _is_run(storage) else storage.listdir()
+        children = [n for n in names if not n.startswith(".") and _is_run(storage, n)]
+        found += [f"{url.rstrip('/')}/{name}" for name in children] or [url]
+    return found
 
 
 def checkpoint_dir(info: Any) -> str:
     """The checkpoint's directory relative to the run root (its ``path``'s last component)."""
     return posixpath.basename(str(info.path).rstrip("/"))
-
-
-def tensor_checksums(manifest: Mapping[str, Any]) -> dict[str, str]:
-    """Key path -> recorded xxh3-64 of every tensor in a checkpoint's manifest."""
-    return {
-        str(t["name"]): str(t["xxh3"])
-        for f in manifest.get("files", [])
-        for t in f.get("tensors", [])
-        if "name" in t and "xxh3" in t
-    }
 
 
 def _monitor(manager: Any) -> Any:
@@ -154,6 +195,43 @@ def list_checkpoints(manager: Any, now: float | None = None) -> dict[str, Any]:
         "checkpoints": rows,
         "count": len(rows),
         "total_bytes": sum(int(r["size"]) for r in rows),
+    }
+
+
+def list_runs(
+    url: str, storage_options: Mapping[str, Any] | None = None, now: float | None = None
+) -> dict[str, Any]:
+    """The ``ls`` data of a run, or of every run in a folder of runs (see :func:`find_runs`).
+
+    A folder gives ``{"folder", "runs": [one run's data], "count", "total_bytes"}``.
+    """
+    urls = find_runs([url], storage_options)
+    runs = []
+    for run in urls:
+        with open_run(run, storage_options) as manager:
+            runs.append(list_checkpoints(manager, now))
+    if urls == [url]:
+        return runs[0]
+    return {
+        "folder": url,
+        "runs": runs,
+        "count": sum(r["count"] for r in runs),
+        "total_bytes": sum(r["total_bytes"] for r in runs),
+    }
+
+
+def verify_run(manager: Any) -> dict[str, Any]:
+    """The ``verify`` data: every checkpoint's files rechecked against their checksums."""
+    report = manager.verify()
+    return {
+        "run": str(manager.directory),
+        "ok": report.ok,
+        "checkpoints": len(report.checkpoints),
+        "damaged": [
+            {"step": c.step, "file": path, "problem": why}
+            for c in report.checkpoints
+            for path, why in c.damaged
+        ],
     }
 
 
@@ -257,14 +335,40 @@ def compare_runs(
     }
 
 
+def _ranking(manager: Any, monitor: str | None, mode: str | None) -> Any:
+    """The Monitor that ``--keep-best`` ranks by: ``monitor`` (mode resolved), else the run's."""
+    from highmark.policy.monitor import Monitor
+    from highmark.replay.grid import resolve_mode
+
+    recorded = _monitor(manager)
+    if monitor is None and recorded is None:
+        raise ConfigError(
+            f"{manager.url}: the run records no monitored metric, so --keep-best cannot rank its "
+            "checkpoints: pass --monitor KEY (and --mode min|max when its name does not say)"
+        )
+    if recorded is not None and monitor in (None, recorded.key):
+        if mode in (None, "auto", recorded.mode):
+            return recorded
+        config = {**recorded.config(), "mode": resolve_mode(recorded.key, mode)}
+        return Monitor.from_config(config)
+    assert monitor is not None
+    return Monitor(monitor, mode=resolve_mode(monitor, mode))
+
+
 def prune_run(
     manager: Any,
     keep_best: int | None,
     keep_last: int | None,
     keep_every: int | None,
     dry_run: bool,
+    monitor: str | None = None,
+    mode: str | None = "auto",
 ) -> dict[str, Any]:
     """Applies (or, with ``dry_run``, only decides) the library's retention rules on a run.
+
+    ``keep_best`` ranks by ``monitor`` (default: the run's recorded monitor) in ``mode``
+    (``"auto"``: the run's recorded mode for its own monitor, else the one the metric's name
+    implies); a run without a recorded monitor needs ``monitor``.
 
     Returns:
         ``{"delete": [{step, size, reason}], "keep": [{step, reason}], "bytes_freed", "dry_run"}``.
@@ -273,8 +377,9 @@ def prune_run(
 
     if not (keep_best or keep_last or keep_every):
         raise ConfigError("prune would delete every checkpoint: give --keep-best/-last/-every")
+    ranking = _ranking(manager, monitor, mode) if keep_best else _monitor(manager)
     sizes = {c.step: int(c.size) for c in manager.checkpoints()}
-    retention = retention_from_flags(_monitor(manager), keep_best, keep_last, keep_every)
+    retention = retention_from_flags(ranking, keep_best, keep_last, keep_every)
     decision = manager.prune(retention, dry_run=dry_run)
     delete = [
         {"step": s, "size": sizes.get(s, 0), "reason": r}

@@ -1,10 +1,15 @@
 """Tensor-level tools over a checkpoint's safetensors files: weight diff and standalone export.
 
 Both work on the files' bytes through the run's :class:`~highmark.store.backend.Storage` (local
-disk or an object store), reading the safetensors header themselves (8-byte little-endian length,
-JSON header, raw data). No framework is needed, every safetensors dtype is handled (bfloat16 and
+disk or an object store), with no framework: every safetensors dtype is handled (bfloat16 and
 float8 are decoded by bit manipulation for the diff), and large tensors are streamed in chunks so
 memory stays bounded.
+
+Only verified bytes leave the store: the tensors are those of the files the checkpoint's manifest
+names (a stray file in the checkpoint directory is never read), each file's size and header must
+be exactly what the manifest records, and every tensor's bytes are checked against the manifest's
+xxh3-64 as they stream; a mismatch raises :class:`~highmark.errors.CorruptCheckpointError` naming
+the file before any result is returned or any exported file is put in place.
 """
 
 from __future__ import annotations
@@ -12,10 +17,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import posixpath
+import secrets
 import struct
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,30 +28,43 @@ import numpy as np
 import xxhash
 
 from highmark.errors import ConfigError, CorruptCheckpointError
-from highmark.store.checks import read_header
+from highmark.store.checks import check_header, read_header
+from highmark.store.format import read_manifest
+from highmark.store.index import step_dir
+from highmark.store.reading import checkpoint_path, open_checked
 
-__all__ = ["TensorEntry", "checkpoint_tensors", "diff_tensors", "export_tensors"]
+__all__ = [
+    "TensorEntry",
+    "checkpoint_tensors",
+    "decode",
+    "diff_tensors",
+    "export_checkpoint",
+    "export_tensors",
+    "is_rng_key",
+]
 
-Progress = Callable[[int], None]
+#: Called as data streams: ``progress(bytes_just_done, total_bytes)``.
+Progress = Callable[[int, int], None]
 _CHUNK = 8 * 1024 * 1024  # bytes per read when streaming
+_RNG_WORDS = frozenset({"rng", "generators"})
 
 _NUMPY = {
     "BOOL": "?", "U8": "u1", "I8": "i1", "U16": "<u2", "I16": "<i2", "F16": "<f2",
     "U32": "<u4", "I32": "<i4", "F32": "<f4", "U64": "<u8", "I64": "<i8", "F64": "<f8",
 }  # fmt: skip
-_ITEMSIZE = {"BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1}
 
 
 @dataclass(frozen=True)
 class TensorEntry:
-    """One tensor inside a safetensors file of a checkpoint."""
+    """One tensor inside a safetensors file of a checkpoint, with its recorded checksum."""
 
     name: str
     file: str  # path relative to the run root
-    dtype: str
+    dtype: str  # the safetensors dtype of the file's header
     shape: tuple[int, ...]
     start: int  # absolute byte offsets in the file
     end: int
+    xxh3: str  # the manifest's xxh3-64 of the tensor's bytes
 
     @property
     def nbytes(self) -> int:
@@ -54,31 +72,70 @@ class TensorEntry:
         return self.end - self.start
 
 
-def _file_tensors(storage: Any, rel: str) -> list[TensorEntry]:
-    """The tensors of one safetensors file, from its header validated by the store's checks."""
-    size = storage.size(rel)
-    with storage.open_read(rel) as f:
-        header = read_header(f, size, rel)
-    base = header.data_start
-    entries = [
-        TensorEntry(name, rel, dtype, tuple(shape), base + begin, base + end)
-        for name, (dtype, shape, begin, end) in header.entries.items()
-    ]
-    return sorted(entries, key=lambda e: e.start)
+def is_rng_key(key: str) -> bool:
+    """Whether a key path holds random-generator state that a :class:`~highmark.Run` saved.
+
+    That is ``highmark.rng.*`` (Python, NumPy, torch and CUDA states) and the data loaders'
+    generator states (``highmark.loaders.NAME.generators.*``, ``...start.rng.*``).
+
+    >>> is_rng_key("highmark.rng.torch"), is_rng_key("model.rng.weight")
+    (True, False)
+    """
+    parts = key.split(".")
+    return parts[0] == "highmark" and not _RNG_WORDS.isdisjoint(parts[1:])
 
 
-def checkpoint_tensors(storage: Any, ckpt_dir: str) -> dict[str, TensorEntry]:
-    """Every tensor of the checkpoint in ``ckpt_dir`` (relative to the run root), by key path."""
+def _where(storage: Any, rel: str) -> str:
+    return f"{str(storage.url).rstrip('/')}/{rel}"
+
+
+@contextmanager
+def _named(storage: Any) -> Iterator[None]:
+    """Re-raises a CorruptCheckpointError naming a run-relative file with the run's location."""
+    try:
+        yield
+    except CorruptCheckpointError as exc:
+        text = str(exc)
+        problem = text[len(exc.path) + 2 :] if text.startswith(f"{exc.path}: ") else text
+        raise CorruptCheckpointError(_where(storage, exc.path), problem) from None
+
+
+def checkpoint_tensors(
+    storage: Any, ckpt_dir: str, manifest: Mapping[str, Any] | None = None
+) -> dict[str, TensorEntry]:
+    """Every tensor of the checkpoint in ``ckpt_dir`` (relative to the run root), by key path.
+
+    Only the files the manifest names are opened (``manifest`` is read and checked when not
+    given); each must have the manifest's size and exactly the header it describes.
+
+    Raises:
+        CorruptCheckpointError: naming the manifest or file (with the run's location).
+    """
     tensors: dict[str, TensorEntry] = {}
-    for name in sorted(storage.listdir(ckpt_dir)):
-        if name.endswith(".safetensors"):
-            for entry in _file_tensors(storage, posixpath.join(ckpt_dir, name)):
-                tensors[entry.name] = entry
+    with _named(storage):
+        if manifest is None:
+            manifest = read_manifest(storage, ckpt_dir)
+        for file in manifest["files"]:
+            rel = checkpoint_path(ckpt_dir, file["name"])
+            with open_checked(storage, rel, file) as f:
+                header = read_header(f, int(file["size"]), rel)
+            check_header(header, file, rel)
+            sums = {t["name"]: t["xxh3"] for t in file["tensors"]}
+            for name, (dtype, shape, begin, end) in header.entries.items():
+                start = header.data_start
+                entry = TensorEntry(name, rel, dtype, tuple(shape), start + begin, start + end,
+                                    str(sums[name]))  # fmt: skip
+                tensors[name] = entry
     return tensors
 
 
 def _read_range(storage: Any, entry: TensorEntry) -> Iterator[bytes]:
-    """The tensor's bytes in chunks (aligned to 8 bytes, so elements never straddle chunks)."""
+    """The tensor's bytes in chunks (aligned to 8 bytes, so elements never straddle chunks).
+
+    The chunks' xxh3-64 is checked against the manifest's once the last one was taken: a caller
+    that consumes every chunk gets CorruptCheckpointError, naming the file, on a mismatch.
+    """
+    hasher = xxhash.xxh3_64()
     with storage.open_read(entry.file) as f:
         f.seek(entry.start)
         left = entry.nbytes
@@ -88,12 +145,19 @@ def _read_range(storage: Any, entry: TensorEntry) -> Iterator[bytes]:
             while want > 0:
                 part = f.read(want)
                 if not part:
-                    raise CorruptCheckpointError(entry.file, f"truncated in tensor {entry.name!r}")
+                    raise CorruptCheckpointError(
+                        _where(storage, entry.file), f"truncated in tensor {entry.name!r}"
+                    )
                 parts.append(part)
                 want -= len(part)
             chunk = b"".join(parts)
             left -= len(chunk)
+            hasher.update(chunk)
             yield chunk
+    if hasher.hexdigest() != entry.xxh3:
+        raise CorruptCheckpointError(
+            _where(storage, entry.file), f"checksum mismatch in tensor {entry.name!r}"
+        )
 
 
 def _e4m3_table() -> np.ndarray:
@@ -159,18 +223,30 @@ def _stats(storage_a: Any, a: TensorEntry, storage_b: Any, b: TensorEntry) -> di
 
 
 def diff_tensors(
-    storage_a: Any, dir_a: str, storage_b: Any, dir_b: str, progress: Progress | None = None
+    storage_a: Any,
+    dir_a: str,
+    storage_b: Any,
+    dir_b: str,
+    progress: Progress | None = None,
+    rng: bool = False,
 ) -> dict[str, Any]:
-    """Compares two checkpoints tensor by tensor.
+    """Compares two checkpoints tensor by tensor (only verified bytes; see the module docstring).
+
+    The random-generator state a Run saves (:func:`is_rng_key`) is left out unless ``rng``.
 
     Returns:
         ``{"tensors": [{key, status, dtype, shape, max_abs_diff, rel_l2, cosine}], "added": [...],
-        "removed": [...], "changed": [...]}``; status is ``same``, ``changed``, ``added``,
-        ``removed`` or ``reshaped`` (dtype or shape differ). ``rel_l2`` is ``|b - a| / |a|``.
+        "removed": [...], "changed": [...], "left_out": [...]}``; status is ``same``,
+        ``changed``, ``added``, ``removed`` or ``reshaped`` (dtype or shape differ). ``rel_l2`` is
+        ``|b - a| / |a|``; ``left_out`` names the RNG tensors not compared.
     """
     ta, tb = checkpoint_tensors(storage_a, dir_a), checkpoint_tensors(storage_b, dir_b)
+    keys = sorted(set(ta) | set(tb))
+    left_out = [] if rng else [k for k in keys if is_rng_key(k)]
+    keys = [k for k in keys if k not in set(left_out)]
+    total = sum((ta.get(k) or tb[k]).nbytes for k in keys)
     rows: list[dict[str, Any]] = []
-    for key in sorted(set(ta) | set(tb)):
+    for key in keys:
         a, b = ta.get(key), tb.get(key)
         ref = a or b
         assert ref is not None
@@ -183,14 +259,46 @@ def diff_tensors(
         else:
             row.update(_stats(storage_a, a, storage_b, b))
         if progress is not None:
-            progress(ref.nbytes)
+            progress(ref.nbytes, total)
         rows.append(row)
     return {
         "tensors": rows,
         "added": [r["key"] for r in rows if r["status"] == "added"],
         "removed": [r["key"] for r in rows if r["status"] == "removed"],
         "changed": [r["key"] for r in rows if r["status"] in ("changed", "reshaped")],
+        "left_out": left_out,
     }
+
+
+def _target(out: str, force: bool) -> str:
+    """Checks that ``out`` may be written (creating its folder); refuses to overwrite."""
+    if os.path.isdir(out):
+        raise ConfigError(f"{out}: is a folder; give a file name, or DIR/ to export into a folder")
+    if os.path.exists(out) and not force:
+        raise ConfigError(f"{out}: already exists; pass --force to overwrite it")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    return out
+
+
+@contextmanager
+def _atomic_file(out: str) -> Iterator[Any]:
+    """A new file that replaces ``out`` only when the block succeeds (never a partial file).
+
+    It is created with mode 0o666 less the process's umask, like any file a user's tool writes.
+    """
+    directory = os.path.dirname(os.path.abspath(out))
+    tmp = os.path.join(directory, f".highmark-export-{secrets.token_hex(8)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def export_tensors(
@@ -200,16 +308,16 @@ def export_tensors(
     key: str | None = "model",
     metadata: Mapping[str, str] | None = None,
     progress: Progress | None = None,
-    checksums: Mapping[str, str] | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Writes one standalone safetensors file holding the tensors under ``key``, names stripped.
 
     With ``key="model"`` the tensor ``model.fc.weight`` is written as ``fc.weight``, so
     ``model.load_state_dict(safetensors.torch.load_file(out))`` reads it. ``key=None`` (or "")
-    exports every tensor under its full key path. The file is written to a temporary name next to
-    ``out`` and renamed into place, so a failed export never leaves a partial file.
-    ``checksums`` (key path -> xxh3-64 hex, from the manifest) are checked while copying; a
-    mismatch raises :class:`~highmark.errors.CorruptCheckpointError` naming the file.
+    exports every tensor under its full key path. Missing parent folders are created; an existing
+    ``out`` is replaced only with ``force``. The file is written to a temporary name next to
+    ``out`` and renamed into place once every tensor's checksum matched, so a failed export never
+    leaves a partial file (see :func:`_atomic_file` for its mode).
 
     Returns:
         ``{"path", "tensors", "bytes"}``.
@@ -229,29 +337,55 @@ def export_tensors(
         offset += entry.nbytes
     blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
     blob += b" " * (-len(blob) % 8)  # safetensors aligns the data to 8 bytes
-    directory = os.path.dirname(os.path.abspath(out))
-    fd, tmp = tempfile.mkstemp(prefix=".highmark-export-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(struct.pack("<Q", len(blob)) + blob)
-            for _, entry in chosen:
-                hasher = xxhash.xxh3_64()
-                for chunk in _read_range(storage, entry):
-                    hasher.update(chunk)
-                    f.write(chunk)
-                    if progress is not None:
-                        progress(len(chunk))
-                want = (checksums or {}).get(entry.name)
-                if want is not None and hasher.hexdigest() != want:
-                    raise CorruptCheckpointError(
-                        f"{storage.url.rstrip('/')}/{entry.file}",
-                        f"checksum mismatch in tensor {entry.name!r}",
-                    )
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with _atomic_file(_target(out, force)) as f:
+        f.write(struct.pack("<Q", len(blob)) + blob)
+        for _, entry in chosen:
+            for chunk in _read_range(storage, entry):  # checked against the manifest at its end
+                f.write(chunk)
+                if progress is not None:
+                    progress(len(chunk), offset)
     return {"path": out, "tensors": len(chosen), "bytes": offset}
+
+
+def _finite(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Metrics with non-finite floats as None, for strict JSON."""
+    return {
+        str(k): None if isinstance(v, float) and not math.isfinite(v) else v
+        for k, v in metrics.items()
+    }
+
+
+def export_checkpoint(
+    manager: Any,
+    which: str | int,
+    out: str,
+    key: str | None = "model",
+    source: str = "",
+    force: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """``highmark export``: one checkpoint of ``manager``'s run as a standalone safetensors file.
+
+    ``out`` is a file, or a folder (it exists, or ends with a path separator) that receives
+    ``KEY.safetensors`` and ``highmark-export.json`` (step, metrics, source; written after the
+    tensors). The file's ``__metadata__`` records ``source`` (the run's location), the step and
+    the metrics. See :func:`export_tensors` for the guarantees.
+
+    Returns:
+        ``{"path", "tensors", "bytes", "step"}``.
+    """
+    info = manager.info(which)
+    metrics = _finite(dict(info.metrics))
+    meta = {"source": f"{source or manager.url}:{info.step}", "step": str(info.step),
+            "metrics": json.dumps(metrics, allow_nan=False)}  # fmt: skip
+    folder = out.endswith(("/", os.sep)) or os.path.isdir(out)
+    target = os.path.join(out, f"{key or 'checkpoint'}.safetensors") if folder else out
+    sidecar = os.path.join(out, "highmark-export.json") if folder else None
+    if sidecar is not None and os.path.exists(sidecar) and not force:
+        raise ConfigError(f"{sidecar}: already exists; pass --force to overwrite it")
+    ckpt = step_dir(info.step)
+    result = export_tensors(manager.storage, ckpt, target, key or None, meta, progress, force)
+    if sidecar is not None:
+        with _atomic_file(sidecar) as f:
+            f.write(json.dumps({**meta, "metrics": metrics}, indent=2).encode("utf-8"))
+    return {**result, "step": info.step}

@@ -25,6 +25,8 @@ __all__ = [
     "replay_table",
     "show_tables",
     "size",
+    "verify_lines",
+    "warn",
 ]
 
 
@@ -37,6 +39,12 @@ def console(stderr: bool = False) -> Any:
 
 def _line(text: str) -> None:
     sys.stdout.write(text + "\n")
+
+
+def warn(lines: list[str]) -> None:
+    """Prints each line on stderr as ``highmark: warning: LINE``."""
+    for text in lines:
+        sys.stderr.write(f"highmark: warning: {text}\n")
 
 
 def _table(title: str, columns: list[str], left: set[str]) -> Any:
@@ -63,7 +71,16 @@ def num(value: Any) -> str:
 
 
 def ls_table(data: dict[str, Any]) -> None:
-    """Prints ``highmark ls``: one row per checkpoint; best in bold; totals as the caption."""
+    """Prints ``highmark ls``: one row per checkpoint; best in bold; totals as the caption.
+
+    A folder of runs prints one table per run and the folder's totals.
+    """
+    if "runs" in data:
+        for run in data["runs"]:
+            ls_table(run)
+        runs, total = len(data["runs"]), size(data["total_bytes"])
+        _line(f"{data['folder']}: {runs} run(s), {data['count']} checkpoint(s), {total}")
+        return
     monitor = data["monitor"]
     names: dict[str, None] = {}
     for row in data["checkpoints"]:
@@ -127,7 +144,10 @@ def diff_table(data: dict[str, Any]) -> None:
     out = console()
     out.print(table)
     for what in ("added", "removed", "changed"):
-        out.print(f"{what}: {', '.join(data[what]) or 'none'}")
+        out.print(f"{what}: {', '.join(data[what]) or 'none'}", markup=False)
+    if data.get("left_out"):
+        count = len(data["left_out"])
+        out.print(f"left out: {count} RNG state tensor(s) (--rng compares them too)")
 
 
 def compare_table(data: dict[str, Any]) -> None:
@@ -183,12 +203,19 @@ def prune_lines(data: dict[str, Any]) -> None:
     _line(f"{verb} {len(data['delete'])} checkpoint(s), {freed} freed; kept {len(data['keep'])}")
 
 
+def verify_lines(data: dict[str, Any]) -> None:
+    """Prints ``highmark verify``: one line per damaged file, then the count."""
+    for d in data["damaged"]:
+        _line(f"DAMAGED step {d['step']}: {d['file']}: {d['problem']}")
+    _line(f"{data['checkpoints']} checkpoint(s) checked, {len(data['damaged'])} damaged file(s)")
+
+
 def replay_table(result: Any, policies: int, curves: int) -> None:
     """Prints ``highmark replay``: one row per policy, the recommended one in bold."""
     score = result.score is not None
     columns = ["policy", "budget saved", "mean regret", "max regret", "stopped"]
     columns += ["score regret"] if score else []
-    title = f"{policies} policies x {curves} curve(s), monitor {result.monitor}"
+    title = f"{policies} policies x {curves} curve(s), monitor {result.monitor} ({result.mode})"
     table = _table(title, columns, {"policy"})
     for p in result.policies:
         cells = [p.label, f"{p.mean_saved:.1%}", num(p.mean_regret), num(p.max_regret),

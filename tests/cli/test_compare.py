@@ -49,3 +49,15 @@ def test_compare_fits_80_columns_with_the_stop_reasons_under_the_table(runner, m
     below = " ".join(line.strip() for line in lines[table_end + 1 :])
     for name, step in (("run-a", 6), ("run-b", 6), ("run-c", 3)):
         assert f"{name} (epoch {step}): val_loss did not improve for 3 evaluations" in below
+
+
+def test_compare_accepts_a_folder_of_runs(runner, tmp_path) -> None:
+    from .helpers import write_run
+
+    write_run(str(tmp_path / "runs" / "run-a"))
+    write_run(str(tmp_path / "runs" / "run-b"), losses=[0.8, 0.6, 0.45, 0.4, 0.42, 0.5], seed=1)
+    result = runner.invoke(app, ["compare", str(tmp_path / "runs"), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [r["run"] for r in data["runs"]] == ["run-a", "run-b"]
+    assert data["winner"] == "run-b"

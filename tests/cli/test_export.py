@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from highmark.cli import app
 
@@ -74,3 +75,70 @@ def test_export_of_a_corrupted_tensor_fails_and_leaves_no_file(runner, local_run
     assert "checksum" in result.stderr
     assert not out.exists()
     assert os.listdir(tmp_path) == ["run-a"]  # no temporary file left behind
+
+
+def test_export_creates_missing_parent_folders(runner, local_run, tmp_path) -> None:
+    out = tmp_path / "new" / "deeper" / "model.safetensors"
+    result = runner.invoke(app, ["export", f"{local_run.url}:best", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert torch.equal(load_file(out)["0.weight"], local_run.models[3]["0.weight"])
+
+
+def test_export_refuses_to_overwrite_an_existing_file(runner, local_run, tmp_path) -> None:
+    out = tmp_path / "model.safetensors"
+    out.write_bytes(b"mine")
+    result = runner.invoke(app, ["export", f"{local_run.url}:best", "-o", str(out)])
+    assert result.exit_code == 1
+    assert "--force" in result.stderr
+    assert out.read_bytes() == b"mine"
+
+
+def test_export_force_overwrites_an_existing_file(runner, local_run, tmp_path) -> None:
+    out = tmp_path / "model.safetensors"
+    out.write_bytes(b"mine")
+    result = runner.invoke(app, ["export", f"{local_run.url}:4", "-o", str(out), "--force"])
+    assert result.exit_code == 0, result.output
+    assert torch.equal(load_file(out)["2.bias"], local_run.models[4]["2.bias"])
+
+
+def test_export_into_a_folder_refuses_to_overwrite_its_files(runner, local_run, tmp_path) -> None:
+    out = tmp_path / "exported"
+    out.mkdir()
+    (out / "highmark-export.json").write_text("mine")
+    result = runner.invoke(app, ["export", f"{local_run.url}:4", "-o", str(out)])
+    assert result.exit_code == 1
+    assert "--force" in result.stderr
+    assert os.listdir(out) == ["highmark-export.json"]
+    assert (out / "highmark-export.json").read_text() == "mine"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_export_writes_with_the_users_umask(runner, local_run, tmp_path, umask: int) -> None:
+    out = tmp_path / "model.safetensors"
+    old = os.umask(umask)
+    try:
+        result = runner.invoke(app, ["export", f"{local_run.url}:best", "-o", str(out)])
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask
+
+
+def _plant(run_url: str, step_dir: str, name: str, tensors: dict[str, torch.Tensor]) -> None:
+    """A safetensors file in a checkpoint directory that its manifest does not name."""
+    save_file(tensors, os.path.join(run_url, step_dir, name))
+
+
+def test_export_ignores_a_stray_file_the_manifest_does_not_name(
+    runner, local_run, tmp_path
+) -> None:
+    _plant(local_run.url, "step-00000003", "backdoor.safetensors",
+           {"backdoor": torch.ones(2), "w": torch.ones(2)})  # fmt: skip
+    _plant(local_run.url, "step-00000003", "zz.safetensors", {"model.0.weight": torch.zeros(8, 4)})
+    out = tmp_path / "all.safetensors"
+    result = runner.invoke(app, ["export", f"{local_run.url}:3", "-o", str(out), "--key", ""])
+    assert result.exit_code == 0, result.output
+    tensors = load_file(out)
+    assert "backdoor" not in tensors
+    assert "w" not in tensors
+    assert torch.equal(tensors["model.0.weight"], local_run.models[3]["0.weight"])

@@ -47,3 +47,27 @@ def test_ls_of_a_run_whose_index_is_gone_lists_its_checkpoints(runner, local_run
     data = json.loads(runner.invoke(app, ["ls", local_run.url, "--json"]).stdout)
     assert [c["step"] for c in data["checkpoints"]] == [3, 4, 6]
     assert not os.path.exists(os.path.join(local_run.url, "highmark.json"))  # read-only
+
+
+def test_ls_of_a_folder_of_runs_lists_each_run_in_name_order(runner, tmp_path) -> None:
+    from .helpers import write_run
+
+    write_run(str(tmp_path / "runs" / "b"), losses=[0.8, 0.6, 0.45, 0.4, 0.42, 0.5], seed=1)
+    write_run(str(tmp_path / "runs" / "a"))
+    (tmp_path / "runs" / "notes").mkdir()  # a folder that is no run is passed over
+    result = runner.invoke(app, ["ls", str(tmp_path / "runs"), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [os.path.basename(r["run"]) for r in data["runs"]] == ["a", "b"]
+    assert [[c["step"] for c in r["checkpoints"]] for r in data["runs"]] == [[3, 4, 6], [4, 5, 6]]
+    assert data["count"] == 6
+    assert data["total_bytes"] == sum(r["total_bytes"] for r in data["runs"])
+
+
+def test_ls_searches_a_folder_of_runs_one_level_deep_only(runner, tmp_path) -> None:
+    from .helpers import write_run
+
+    write_run(str(tmp_path / "runs" / "group" / "a"))
+    result = runner.invoke(app, ["ls", str(tmp_path / "runs")])
+    assert result.exit_code == 1
+    assert "not a highmark run" in result.stderr

@@ -57,3 +57,12 @@ def test_replay_on_s3(runner, s3_run: RunFixture) -> None:
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["policies"][0]["curves"][0]["stop_step"] == 4
+
+
+def test_ls_of_a_folder_of_runs_on_s3(runner, s3_url: str, s3_storage_options) -> None:
+    runs = [write_run(f"{s3_url}/{name}", s3_storage_options) for name in ("b", "a")]
+    result = runner.invoke(app, ["ls", s3_url, "--json", *runs[0].options])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [r["run"].rsplit("/", 1)[-1] for r in data["runs"]] == ["a", "b"]
+    assert data["count"] == 6

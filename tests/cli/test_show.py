@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -90,3 +91,76 @@ def test_show_prints_the_tree_of_keys(runner, local_run) -> None:
     assert "step 6" in result.stdout
     assert "momentum_buffer  float32 [8x4]" in result.stdout
     assert "optimizer.safetensors" in result.stdout
+
+
+def test_show_with_a_mistyped_selector_names_the_selectors(runner, local_run) -> None:
+    result = runner.invoke(app, ["show", f"{local_run.url}:bestt"])
+    assert result.exit_code == 1
+    assert "not a highmark run" not in result.stderr
+    assert "'bestt'" in result.stderr
+    for selector in (":best", ":latest", ":STEP", "3, 4, 6"):
+        assert selector in result.stderr
+
+
+def _run_with_rng_state(url: str) -> None:
+    """A real Run: its checkpoints hold the RNG states (highmark.rng.*) besides the model."""
+    from highmark import Run
+
+    model = torch.nn.Linear(3, 2)
+    with Run(url, patience=5, async_save=False, handle_signals=False) as run:
+        run.track(model=model)
+        for epoch in run.epochs(max_epochs=3):
+            with torch.no_grad():
+                model.weight.add_(torch.rand(2, 3))  # moves the torch RNG as training would
+            run.report(val_loss=[1.0, 0.5, 0.7][epoch])
+
+
+def test_diff_leaves_the_rng_state_out_unless_asked(runner, tmp_path) -> None:
+    url = str(tmp_path / "run")
+    _run_with_rng_state(url)
+    args = ["show", f"{url}:best", "--diff", f"{url}:latest", "--json"]
+    data = json.loads(runner.invoke(app, args).stdout)
+    keys = [r["key"] for r in data["tensors"]]
+    assert "model.weight" in keys
+    assert not any(k.startswith("highmark.rng.") for k in keys)
+    assert "highmark.rng.torch" in data["left_out"]
+    with_rng = json.loads(runner.invoke(app, [*args, "--rng"]).stdout)
+    rows = {r["key"]: r for r in with_rng["tensors"]}
+    assert rows["highmark.rng.torch"]["status"] == "changed"
+    assert with_rng["left_out"] == []
+
+
+def test_diff_table_says_what_it_left_out(runner, tmp_path) -> None:
+    url = str(tmp_path / "run")
+    _run_with_rng_state(url)
+    args = ["show", f"{url}:best", "--diff", f"{url}:latest"]
+    result = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "RNG state tensor(s) (--rng compares them too)" in result.stdout
+
+
+def test_diff_ignores_a_stray_file_the_manifest_does_not_name(runner, local_run) -> None:
+    from safetensors.torch import save_file
+
+    stray = {"model.0.weight": torch.zeros(8, 4), "backdoor": torch.ones(2)}
+    save_file(stray, os.path.join(local_run.url, "step-00000004", "zz.safetensors"))
+    args = ["show", f"{local_run.url}:4", "--diff", f"{local_run.url}:4", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert {r["status"] for r in data["tensors"]} == {"same"}
+    assert "backdoor" not in [r["key"] for r in data["tensors"]]
+
+
+def test_diff_of_a_damaged_tensor_fails_naming_the_file(runner, local_run) -> None:
+    target = os.path.join(local_run.url, "step-00000006", "model.safetensors")
+    with open(target, "r+b") as f:
+        f.seek(-1, os.SEEK_END)
+        last = f.read(1)
+        f.seek(-1, os.SEEK_END)
+        f.write(bytes([last[0] ^ 0x01]))
+    args = ["show", f"{local_run.url}:3", "--diff", f"{local_run.url}:6", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert result.stdout == ""  # no numbers computed from damaged bytes
+    assert f"{target}: checksum mismatch in tensor 'model.2.bias'" in result.stderr

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from highmark.store.manager import CheckpointManager
-from highmark.tensorio import checkpoint_tensors, decode, diff_tensors
+from highmark.tensorio import checkpoint_tensors, decode, diff_tensors, is_rng_key
 
 DTYPES = [torch.bfloat16, torch.float16, torch.float8_e4m3fn, torch.float8_e5m2, torch.int64,
           torch.bool]  # fmt: skip
@@ -39,3 +39,21 @@ def test_diff_of_bfloat16_tensors_uses_their_values(tmp_path) -> None:
     assert row["max_abs_diff"] == 1.0
     assert row["rel_l2"] == pytest.approx(1 / 14**0.5)
     assert row["cosine"] == pytest.approx(17 / (14**0.5 * 21**0.5))  # a.b = 1 + 4 + 12
+
+
+def test_rng_keys_are_the_run_s_generator_states_only() -> None:
+    assert is_rng_key("highmark.rng.numpy.keys")
+    assert is_rng_key("highmark.loaders.train.generators.0")
+    assert is_rng_key("highmark.loaders.train.start.rng.torch")
+    assert not is_rng_key("model.rng.weight")  # a user's own module named rng is weights
+    assert not is_rng_key("highmark.stopping.best")
+
+
+def test_docstring_examples_hold() -> None:
+    import doctest
+
+    from highmark import inspect, tensorio
+
+    for module in (inspect, tensorio):
+        result = doctest.testmod(module)
+        assert (result.failed, result.attempted > 0) == (0, True)

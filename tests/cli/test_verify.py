@@ -40,3 +40,31 @@ def test_verify_missing_file_json_names_step_and_file(runner, local_run: RunFixt
     assert [(d["step"], d["file"].endswith("optimizer.safetensors")) for d in data["damaged"]] == [
         (6, True)
     ]
+
+
+def _flip_last_byte(path: str) -> None:
+    with open(path, "r+b") as f:
+        f.seek(-1, os.SEEK_END)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_END)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def test_verify_names_the_damaged_file_by_its_own_path(runner, local_run: RunFixture) -> None:
+    target = os.path.join(local_run.url, "step-00000004", "model.safetensors")
+    _flip_last_byte(target)
+    result = runner.invoke(app, ["verify", local_run.url])
+    assert result.exit_code == 1
+    assert result.stdout.splitlines()[0].startswith(f"DAMAGED step 4: {target}: ")
+    data = json.loads(runner.invoke(app, ["verify", local_run.url, "--json"]).stdout)
+    assert [d["file"] for d in data["damaged"]] == [target]
+
+
+@pytest.mark.parametrize("as_json", [[], ["--json"]], ids=["text", "json"])
+def test_verify_damage_exits_one_with_nothing_on_stderr(
+    runner, local_run: RunFixture, as_json: list[str]
+) -> None:
+    _flip_last_byte(os.path.join(local_run.url, "step-00000006", "model.safetensors"))
+    result = runner.invoke(app, ["verify", local_run.url, *as_json])
+    assert result.exit_code == 1
+    assert result.stderr == ""  # the damage is the output, on stdout; no "highmark: error: 1"

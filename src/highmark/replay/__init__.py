@@ -17,7 +17,13 @@ Definitions (checked by hand in ``tests/test_replay.py``):
 * *regret* is ``value_at_restore - best_anywhere`` in min mode (``best - value`` in max mode),
   where ``best_anywhere`` is the strict best finite value of the whole curve; it is never
   negative. The *score regret* is the same for another metric (``score``), measured at the restore
-  step against that metric's best anywhere.
+  step against that metric's best anywhere;
+* a curve *cut short* is one its run's own early stopping ended (``run.json`` status
+  ``stopped``): the regret of a policy that does not stop before its end is unknown (None), as
+  the run recorded nothing after its stop.
+
+Curves without the monitored metric are skipped; the result's ``warnings`` say which, and which
+curves were cut short.
 
 Curves are read from a highmark run (``history.jsonl``), a CSV file (a ``step`` or ``epoch``
 column and metric columns; Lightning's sparse ``metrics.csv`` rows are merged by epoch), a Keras
@@ -27,7 +33,6 @@ column and metric columns; Lightning's sparse ``metrics.csv`` rows are merged by
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -35,6 +40,7 @@ from typing import Any
 
 from highmark.errors import ConfigError
 from highmark.replay.curves import Curve, load_curves
+from highmark.replay.grid import build_policy, parse_grid, parse_values, resolve_mode
 
 __all__ = [
     "Curve",
@@ -47,19 +53,8 @@ __all__ = [
     "parse_grid",
     "parse_values",
     "replay",
+    "resolve_mode",
 ]
-
-# Policy options a grid may vary, with the type of their values.
-POLICY_OPTIONS: dict[str, type] = {
-    "patience": int,
-    "min_delta": float,
-    "min_delta_mode": str,
-    "mode": str,
-    "baseline": float,
-    "start_from": int,
-    "criteria": str,
-    "smoothing": str,
-}
 
 
 @dataclass(frozen=True)
@@ -79,6 +74,7 @@ class CurveResult:
     score_regret: float | None = None
     saved: float = 0.0
     reason: str | None = None
+    cut_short: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,140 +107,22 @@ class ReplayResult:
     recommended: PolicyResult | None
     note: str = ""
     options: dict[str, Any] = field(default_factory=dict)
+    mode: str = "min"
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The result as JSON-ready plain data (the ``--json`` output of ``highmark replay``)."""
         return {
             "monitor": self.monitor,
+            "mode": self.mode,
             "score": self.score,
             "tolerance": self.tolerance,
             "curves": list(self.curves),
             "policies": [p.to_dict() for p in self.policies],
             "recommended": None if self.recommended is None else self.recommended.label,
             "note": self.note,
+            "warnings": list(self.warnings),
         }
-
-
-def parse_values(text: str, kind: type) -> list[Any]:
-    """Parses one grid option: a value ``5``, a list ``2,5,10`` or a range ``0..30[:step]``.
-
-    Ranges include both ends. ``none`` stands for ``None`` (e.g. no baseline).
-
-    >>> parse_values("0..6:2", int)
-    [0, 2, 4, 6]
-    >>> parse_values("1e-3,0", float)
-    [0.001, 0.0]
-    """
-    values: list[Any] = []
-    if kind is str:
-        return [v.strip() for v in text.split(",") if v.strip()]
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        if part.lower() == "none":
-            values.append(None)
-            continue
-        try:
-            if ".." in part:
-                lo_text, _, rest = part.partition("..")
-                hi_text, _, step_text = rest.partition(":")
-                lo, hi = kind(lo_text), kind(hi_text)
-                step = kind(step_text) if step_text else kind(1)
-                if step <= 0 or hi < lo:
-                    raise ConfigError(f"bad range {part!r}: need low <= high and a positive step")
-                count = math.floor((hi - lo) / step + 1e-9) + 1
-                values.extend(kind(lo + i * step) for i in range(count))
-            else:
-                values.append(kind(part))
-        except ValueError as exc:
-            if isinstance(exc, ConfigError):
-                raise
-            raise ConfigError(f"bad value {part!r}: expected {kind.__name__} values") from exc
-    if not values:
-        raise ConfigError(f"no values in {text!r}")
-    return values
-
-
-def parse_grid(options: Mapping[str, str | None]) -> list[dict[str, Any]]:
-    """The product of the given policy options (name -> grid text), in a stable order."""
-    names = [n for n, v in options.items() if v is not None]
-    unknown = [n for n in names if n not in POLICY_OPTIONS]
-    if unknown:
-        raise ConfigError(f"unknown policy option(s) {unknown}; known: {sorted(POLICY_OPTIONS)}")
-    axes = [parse_values(str(options[n]), POLICY_OPTIONS[n]) for n in names]
-    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*axes)]
-
-
-def _criteria(spec: str, train_monitor: str) -> tuple[list[Any], dict[str, Any]]:
-    """Criterion objects and EarlyStopping keywords for a ``+``-joined criteria spec."""
-    from highmark import criteria as crit
-
-    objects: list[Any] = []
-    kwargs: dict[str, Any] = {}
-    for item in (s.strip() for s in spec.split("+")):
-        if not item or item.lower() == "none":
-            continue
-        name, _, arg = item.partition(":")
-        name = name.lower()
-        try:
-            if name == "gl":
-                objects.append(crit.GeneralizationLoss(float(arg)))
-            elif name == "pq":
-                objects.append(crit.ProgressQuotient(float(arg), train_monitor=train_monitor))
-            elif name == "up":
-                objects.append(crit.SuccessiveIncreases(int(arg)))
-            elif name == "threshold":
-                kwargs["stopping_threshold"] = float(arg)
-            elif name == "divergence":
-                kwargs["divergence_threshold"] = float(arg)
-            elif name == "maxsteps":
-                objects.append(crit.MaxSteps(int(arg)))
-            else:
-                raise ConfigError(
-                    f"unknown criterion {item!r}; known: gl:A, pq:A, up:S, threshold:V, "
-                    "divergence:V, maxsteps:N, none (join several with '+')"
-                )
-        except ValueError as exc:
-            if isinstance(exc, ConfigError):
-                raise
-            raise ConfigError(f"bad criterion {item!r}: {exc}") from exc
-    return objects, kwargs
-
-
-def _smoothing(spec: str) -> Any:
-    """A smoothing of the monitored value from ``ema:ALPHA``, ``ma:WINDOW`` or ``none``."""
-    from highmark.policy.monitor import ExponentialMovingAverage, MovingAverage
-
-    name, _, arg = spec.strip().lower().partition(":")
-    try:
-        if name == "ema":
-            return ExponentialMovingAverage(float(arg))
-        if name == "ma":
-            return MovingAverage(int(arg))
-    except ValueError as exc:
-        raise ConfigError(f"bad smoothing {spec!r}: {exc}") from exc
-    if name == "none":
-        return None
-    raise ConfigError(f"unknown smoothing {spec!r}; known: ema:ALPHA, ma:WINDOW, none")
-
-
-def build_policy(
-    policy: Mapping[str, Any], monitor: str, mode: str = "min", train_monitor: str = "train_loss"
-) -> Any:
-    """A fresh :class:`~highmark.EarlyStopping` for one grid point."""
-    from highmark.policy.stopping import EarlyStopping
-
-    kwargs: dict[str, Any] = {"monitor": monitor, "mode": mode}
-    for name, value in policy.items():
-        if name == "criteria":
-            objects, extra = _criteria(str(value), train_monitor)
-            kwargs["criteria"] = tuple(objects)
-            kwargs.update(extra)
-        elif name == "smoothing":
-            kwargs["smoothing"] = _smoothing(str(value))
-        else:
-            kwargs[name] = value
-    return EarlyStopping(**kwargs)
 
 
 def _finite(value: Any) -> float | None:
@@ -268,7 +146,12 @@ def evaluate(
     score: str | None = None,
     score_mode: str = "max",
 ) -> CurveResult:
-    """Runs one fresh stopper over one curve; see the module docstring for the definitions."""
+    """Runs one fresh stopper over one curve; see the module docstring for the definitions.
+
+    On a curve that its run's own early stopping cut short (:attr:`Curve.cut_short`), a stopper
+    that does not stop before the curve ends would have run on: its regret there is unknown
+    (None, ``cut_short=True``).
+    """
     monitor = stopper.monitor
     key, mode = monitor.key, monitor.mode
     points = curve.points(key)
@@ -286,18 +169,19 @@ def evaluate(
         if stopper.update({k: v for k, v in metrics.items() if v is not None}, step=step):
             stopped, last = True, i
             break
+    unknown = curve.cut_short and not stopped
     best_anywhere = _best_anywhere((m.get(key) for _, m in points), mode)
     restore_step = value_there = regret = None
     score_value = score_regret = None
     if best_idx is not None:
         restore_step, restored = points[best_idx]
         value_there = best_value
-        if best_anywhere is not None:
+        if best_anywhere is not None and not unknown:
             regret = value_there - best_anywhere if mode == "min" else best_anywhere - value_there
         if score is not None:
             score_value = _finite(restored.get(score))
             score_best = _best_anywhere((m.get(score) for _, m in points), score_mode)
-            if score_value is not None and score_best is not None:
+            if score_value is not None and score_best is not None and not unknown:
                 diff = score_best - score_value
                 score_regret = diff if score_mode == "max" else -diff
     return CurveResult(
@@ -314,6 +198,7 @@ def evaluate(
         score_regret=score_regret,
         saved=1.0 - (last + 1) / budget,
         reason=getattr(stopper, "reason", None) if stopped else None,
+        cut_short=unknown,
     )
 
 
@@ -327,71 +212,108 @@ def _label(policy: Mapping[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in policy.items()) or "default"
 
 
-def replay(
-    curves: Sequence[Curve],
-    grid: Sequence[Mapping[str, Any]],
-    *,
-    monitor: str | None = None,
-    mode: str | None = None,
-    score: str | None = None,
-    score_mode: str = "max",
-    tolerance: float = 0.01,
-    train_monitor: str = "train_loss",
-) -> ReplayResult:
-    """Evaluates every policy of ``grid`` on every curve and recommends the cheapest good one.
-
-    ``monitor``/``mode`` default to what the first highmark run among ``curves`` recorded in its
-    ``run.json``, else ``val_loss``/``min``. The recommendation is the policy with the largest
-    mean budget saved among those whose mean regret is at most ``tolerance`` (ties: the lower
-    mean regret, then the earlier grid point). A policy with a curve where it restores nothing
-    (no finite value seen) has no mean regret and is never recommended.
-    """
-    if not curves:
-        raise ConfigError("no curves to replay")
-    recorded = next((c.info for c in curves if c.info.get("monitor")), {})
-    monitor = monitor or str(recorded.get("monitor", "val_loss"))
-    mode = mode or str(recorded.get("mode", "min"))
-    if not grid:
-        grid = [{}]
-    if mode not in ("min", "max") or score_mode not in ("min", "max"):
-        raise ConfigError(f"mode must be 'min' or 'max', got {mode!r} / {score_mode!r}")
-    results: list[PolicyResult] = []
-    for policy in grid:
-        rows = [
-            evaluate(
-                curve,
-                build_policy(policy, monitor, mode, train_monitor),
-                score=score,
-                score_mode=score_mode,
-            )
-            for curve in curves
-        ]
-        regrets = [r.regret for r in rows]
-        results.append(
-            PolicyResult(
-                policy=dict(policy),
-                label=_label(policy),
-                curves=rows,
-                mean_regret=_mean(regrets),
-                max_regret=None if None in regrets else max(r for r in regrets if r is not None),
-                mean_score_regret=_mean([r.score_regret for r in rows]) if score else None,
-                mean_saved=sum(r.saved for r in rows) / len(rows),
-                stopped_fraction=sum(r.stopped for r in rows) / len(rows),
-            )
+def _usable(curves: Sequence[Curve], monitor: str) -> tuple[list[Curve], list[str]]:
+    """The curves that recorded ``monitor``, and a warning for each one that did not."""
+    usable = [c for c in curves if c.points(monitor)]
+    warnings = [
+        f"{c.name}: skipped, it has no values of {monitor!r} (its metrics: "
+        f"{', '.join(sorted(c.metric_names)) or 'none'})"
+        for c in curves
+        if not c.points(monitor)
+    ]
+    if not usable:
+        raise ConfigError(
+            f"no curve has values of {monitor!r}; pick the metric with monitor (--monitor)"
+            + "".join(f"; {w}" for w in warnings)
         )
+    return usable, warnings
+
+
+def _cut_short_warning(curves: Sequence[Curve], results: Sequence[PolicyResult]) -> list[str]:
+    """One warning naming the curves cut short by early stopping where some policy ran past."""
+    names = [c.name for i, c in enumerate(curves) if any(p.curves[i].cut_short for p in results)]
+    if not names:
+        return []
+    later = sum(any(r.cut_short for r in p.curves) for p in results)
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return [
+        f"{len(names)} curve(s) cut short by their run's early stopping ({shown}): the regret "
+        "of a policy that would have stopped later than the run did is unknown on such a curve; "
+        f"{later} of {len(results)} policies would (their regret shows as '-', and none of "
+        "them is recommended)"
+    ]
+
+
+def _policy_result(policy: Mapping[str, Any], rows: list[CurveResult], score: bool) -> PolicyResult:
+    regrets = [r.regret for r in rows]
+    return PolicyResult(
+        policy=dict(policy),
+        label=_label(policy),
+        curves=rows,
+        mean_regret=_mean(regrets),
+        max_regret=None if None in regrets else max(r for r in regrets if r is not None),
+        mean_score_regret=_mean([r.score_regret for r in rows]) if score else None,
+        mean_saved=sum(r.saved for r in rows) / len(rows),
+        stopped_fraction=sum(r.stopped for r in rows) / len(rows),
+    )
+
+
+def _recommend(results: Sequence[PolicyResult], tolerance: float) -> tuple[Any, str]:
+    """The policy saving the most with mean regret within ``tolerance``, and the note on it."""
     eligible = [
         (i, p)
         for i, p in enumerate(results)
         if p.mean_regret is not None and p.mean_regret <= tolerance
     ]
-    recommended = None
-    note = f"no policy keeps the mean regret within {tolerance:g}"
-    if eligible:
-        _, recommended = min(eligible, key=lambda ip: (-ip[1].mean_saved, ip[1].mean_regret, ip[0]))
-        note = (
-            f"{recommended.label}: saves {recommended.mean_saved:.1%} of the budget on average "
-            f"with mean regret {recommended.mean_regret:.4g} <= {tolerance:g}"
-        )
+    if not eligible:
+        return None, f"no policy keeps the mean regret within {tolerance:g}"
+    _, best = min(eligible, key=lambda ip: (-ip[1].mean_saved, ip[1].mean_regret, ip[0]))
+    return best, (
+        f"{best.label}: saves {best.mean_saved:.1%} of the budget on average "
+        f"with mean regret {best.mean_regret:.4g} <= {tolerance:g}"
+    )
+
+
+def replay(
+    curves: Sequence[Curve],
+    grid: Sequence[Mapping[str, Any]],
+    *,
+    monitor: str | None = None,
+    mode: str | None = "auto",
+    score: str | None = None,
+    score_mode: str | None = "auto",
+    tolerance: float = 0.01,
+    train_monitor: str = "train_loss",
+) -> ReplayResult:
+    """Evaluates every policy of ``grid`` on every curve and recommends the cheapest good one.
+
+    ``monitor`` defaults to what the first highmark run among ``curves`` recorded in its
+    ``run.json``, else ``val_loss``; ``mode`` and ``score_mode`` ``"auto"`` (or None) resolve by
+    :func:`~highmark.replay.grid.resolve_mode` (the runs' recorded mode, else the metric's name).
+    Curves without a value of ``monitor`` are skipped with a warning (an error when none has
+    one). The recommendation is the policy with the largest mean budget saved among those whose
+    mean regret is at most ``tolerance`` (ties: the lower mean regret, then the earlier grid
+    point). A policy with a curve where it restores nothing (no finite value seen), or where its
+    regret is unknown (a curve cut short, see :func:`evaluate`), has no mean regret and is never
+    recommended.
+    """
+    if not curves:
+        raise ConfigError("no curves to replay")
+    infos = [c.info for c in curves]
+    recorded = next((i for i in infos if i.get("monitor")), {})
+    monitor = monitor or str(recorded.get("monitor", "val_loss"))
+    mode = resolve_mode(monitor, mode, infos)
+    score_mode = resolve_mode(score, score_mode, infos, "score_mode") if score else "max"
+    curves, warnings = _usable(curves, monitor)
+    results = [
+        _policy_result(policy, [
+            evaluate(curve, build_policy(policy, monitor, mode, train_monitor), score=score,
+                     score_mode=score_mode)
+            for curve in curves
+        ], score is not None)
+        for policy in grid or [{}]
+    ]  # fmt: skip
+    recommended, note = _recommend(results, tolerance)
     return ReplayResult(
         monitor=monitor,
         score=score,
@@ -400,4 +322,6 @@ def replay(
         policies=results,
         recommended=recommended,
         note=note,
+        mode=mode,
+        warnings=warnings + _cut_short_warning(curves, results),
     )

@@ -43,6 +43,11 @@ class Curve:
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def cut_short(self) -> bool:
+        """Whether its run's own early stopping ended it (``run.json`` status ``stopped``)."""
+        return self.info.get("status") == "stopped"
+
+    @property
     def metric_names(self) -> list[str]:
         """Every metric that has at least one value, in first-seen order."""
         names: dict[str, None] = {}

@@ -30,7 +30,7 @@ ATTEMPTS = 5
 
 @dataclass
 class CheckpointStatus:
-    """The verification result of one checkpoint.
+    """The verification result of one checkpoint (problems: run-relative file, reason).
 
     ``removed``: the writer deleted it while verify ran (it was not checked and is not damaged).
     """
@@ -44,6 +44,13 @@ class CheckpointStatus:
     def ok(self) -> bool:
         """Whether every file is present and matches its checksum (or it was removed)."""
         return not self.problems
+
+    @property
+    def damaged(self) -> list[tuple[str, str]]:
+        """Every damaged, missing or unexpected file as (its full path, reason); the
+        checkpoint's own path when the problem is the checkpoint as a whole."""
+        root = self.path.rstrip("/").rpartition("/")[0]
+        return [(f"{root}/{rel}" if rel else self.path, why) for rel, why in self.problems]
 
 
 @dataclass
@@ -60,7 +67,7 @@ class VerifyReport:
     @property
     def damaged(self) -> list[tuple[str, str]]:
         """Every damaged, missing or unexpected file as (path, reason)."""
-        return [(f"{c.path}/{rel}", why) for c in self.checkpoints for rel, why in c.problems]
+        return [item for c in self.checkpoints for item in c.damaged]
 
     @property
     def removed(self) -> list[int]:
@@ -85,7 +92,7 @@ def _problems(storage: Storage, name: str) -> list[tuple[str, str]]:
             return [("", "not committed")]
         return fmt.verify_checkpoint(storage, name)
     except (CheckpointError, OSError) as err:
-        return [(fmt.MANIFEST, str(err))]
+        return [(checkpoint_path(name, fmt.MANIFEST), str(err))]
 
 
 def listed_in_index(storage: Storage) -> Callable[[int], bool]:
