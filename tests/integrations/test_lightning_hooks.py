@@ -30,7 +30,9 @@ def test_sees_a_metric_logged_in_the_modules_train_epoch_end_as_lightning_does(
 ) -> None:
     ref = LightningEarlyStopping(monitor="m", patience=3, check_on_train_epoch_end=True)
     fit([ref], max_epochs=len(CURVE), model=LogsAtTrainEpochEnd())
-    ours = HighmarkCallback(run_dir, monitor="m", patience=3, check_on_train_epoch_end=True)
+    ours = HighmarkCallback(
+        run_dir, monitor="m", mode="min", patience=3, check_on_train_epoch_end=True
+    )
     fit([ours], max_epochs=len(CURVE), model=LogsAtTrainEpochEnd())
     assert ref.stopped_epoch == 4
     assert ours.stopper.stopped_step == ref.stopped_epoch

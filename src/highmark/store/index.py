@@ -344,5 +344,3 @@ def clean_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
         return dict(json.loads(json.dumps(metadata, allow_nan=True)))
     except (TypeError, ValueError) as err:
         raise ConfigError(f"metadata must be JSON-serialisable: {err}") from None
-
-
