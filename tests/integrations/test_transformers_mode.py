@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -58,3 +59,21 @@ def test_auto_with_a_metric_neither_the_trainer_nor_the_name_knows_is_a_value_er
         train(callback, tmp_path)
     assert isinstance(caught.value, ConfigError)
     assert read_run_info(run_dir) is None
+
+
+def test_warns_when_patience_cannot_run_out_within_the_evaluations(
+    run_dir: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    callback = HighmarkCallback(run_dir, monitor="loss", patience=2)  # 8 steps / 4: 2 evaluations
+    with caplog.at_level(logging.WARNING, logger="highmark"):
+        train(callback, tmp_path)
+    assert "patience 2 >= 2 evaluations in the budget" in caplog.text
+
+
+def test_no_patience_warning_when_patience_fits_the_evaluations(
+    run_dir: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    callback = HighmarkCallback(run_dir, monitor="loss", patience=1)
+    with caplog.at_level(logging.WARNING, logger="highmark"):
+        train(callback, tmp_path)
+    assert "patience" not in caplog.text

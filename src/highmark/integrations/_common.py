@@ -17,10 +17,11 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from highmark.errors import ConfigError, CorruptCheckpointError
+from highmark.errors import CheckpointError, ConfigError, CorruptCheckpointError
 from highmark.history import HistoryWriter, read_history, read_run_info
 from highmark.policy.retention import KeepBest
 from highmark.policy.stopping import EarlyStopping
+from highmark.run.defaults import patience_budget_note
 from highmark.store.manager import CheckpointInfo, CheckpointManager
 
 __all__ = ["CallbackBase", "Session", "make_stopper", "require", "scalar_metrics"]
@@ -151,6 +152,8 @@ class Session:
         """Opens the run for writing (takes the lock) and starts its history."""
         if self.manager is not None:
             return
+        if self.budget is not None and self.unit == "epoch":
+            self.warn_patience_budget(self.budget, "epoch")
         self.manager = CheckpointManager(
             self.directory,
             monitor=self.stopper.monitor,
@@ -338,9 +341,27 @@ class Session:
                 return None
             return best.step, manager.restore(best.step, keys=list(keys))
 
+    def warn_patience_budget(self, budget: int, unit: str) -> None:
+        """Logs a warning when patience cannot run out within ``budget`` evaluations."""
+        note = patience_budget_note(self.stopper, budget, unit)
+        if note is not None:
+            logger.warning("%s: %s", self.directory, note)
+
     def load_best(self, load_model: Callable[[Any], None]) -> int | None:
-        """Hands the best checkpoint's ``"model"`` state to ``load_model``; returns its step."""
-        best = self.best_state(["model"])
+        """Hands the best checkpoint's ``"model"`` state to ``load_model``; returns its step.
+
+        A best checkpoint that cannot be restored (damaged, missing, unreadable) is found so
+        before any of its bytes reaches the model (a restore verifies every byte first): the
+        model keeps its last weights, a warning says why, and None is returned.
+        """
+        try:
+            best = self.best_state(["model"])
+        except (CheckpointError, OSError) as err:
+            logger.warning(
+                "%s: the best checkpoint cannot be restored, the model keeps its last weights: %s",
+                self.directory, err,
+            )  # fmt: skip
+            return None
         if best is None:
             return None
         step, state = best

@@ -21,6 +21,7 @@ this callback left in that checkpoint (``ExportableState``).
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -182,6 +183,9 @@ class HighmarkCallback(CallbackBase, TrainerCallback, _Exportable):  # type: ign
         self._training = True
         self.session.budget = state.max_steps
         if state.is_world_process_zero:
+            evaluations = _evaluation_budget(args, state)
+            if evaluations is not None:
+                self.session.warn_patience_budget(evaluations, "evaluation")
             self.session.open()
             # deferred async saves only: the next step waits for the save's copy
             self.session.install_fences([kwargs["model"], kwargs.get("optimizer")])
@@ -293,3 +297,16 @@ class HighmarkCallback(CallbackBase, TrainerCallback, _Exportable):  # type: ign
         state.best_metric = best.metrics.get(self.stopper.monitor.key)
         if args.save_total_limit != 1:
             state.best_model_checkpoint = best.path
+
+
+def _evaluation_budget(args: Any, state: Any) -> int | None:
+    """How many evaluations the Trainer will run (None when it cannot tell)."""
+    strategy = str(getattr(args.eval_strategy, "value", args.eval_strategy))
+    if strategy == "epoch":
+        return math.ceil(args.num_train_epochs) if args.max_steps <= 0 else None
+    if strategy == "steps" and state.max_steps > 0:
+        every = args.eval_steps or args.logging_steps
+        if isinstance(every, float) and every < 1:  # a fraction of the training steps
+            every = math.ceil(state.max_steps * every)
+        return int(state.max_steps // max(int(every), 1)) if every else None
+    return None

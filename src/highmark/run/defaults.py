@@ -62,9 +62,13 @@ def patience_budget_note(stopping: EarlyStopping, budget: int, unit: str) -> str
     patience = stopping.patience
     if stopping.patience_unit == "seconds" or budget <= 0 or patience < budget:
         return None
+    if unit in ("epoch", "step"):
+        limit, raise_it = f"max_{unit}s {budget}", f"max_{unit}s"
+    else:  # e.g. the evaluations a Trainer will run
+        limit, raise_it = f"{budget} {unit}s in the budget", "the budget"
     return (
-        f"patience {patience:g} >= max_{unit}s {budget}: the run cannot stop for lack of "
-        f"improvement before its budget ends; lower patience or raise max_{unit}s"
+        f"patience {patience:g} >= {limit}: the run cannot stop for lack of "
+        f"improvement before its budget ends; lower patience or raise {raise_it}"
     )
 
 
