@@ -91,7 +91,7 @@ def run(ctx: Context) -> dict[str, Any]:
     asy = methods.hm_manager(os.path.join(work, "async"), async_save=True)
     deferred = methods.hm_manager(os.path.join(work, "deferred"), async_save="deferred")
     # What a Run installs for async_save="deferred": the optimizer step waits for the copy.
-    from highmark.torch import fence_hooks
+    from highmark.state.torch import fence_hooks
 
     fences = fence_hooks(deferred.fence, [trainer.model, trainer.optimizer])
     step = {"n": 0}

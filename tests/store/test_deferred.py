@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from highmark.errors import ConfigError, StateChangedError
+from highmark.state.torch import fence_hooks
 from highmark.store.manager import CheckpointManager
-from highmark.torch import fence_hooks
 
 
 def state_of(model: torch.nn.Module) -> dict[str, Any]:

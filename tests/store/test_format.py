@@ -22,6 +22,9 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 from highmark.errors import ConfigError, CorruptCheckpointError, IncompatibleFormatError
+from highmark.state.codecs import DTYPES
+from highmark.state.torch import TORCH_CODEC
+from highmark.state.tree import flatten
 from highmark.store import backend
 from highmark.store import format as fmt
 from highmark.store.backend import LocalStorage, MemoryStorage, Storage
@@ -37,8 +40,6 @@ from highmark.store.format import (
 )
 from highmark.store.layout import SMALL_TENSOR
 from highmark.store.streaming import StreamingFile
-from highmark.torch import TORCH_CODEC
-from highmark.tree import DTYPES, flatten
 
 CKPT = "step-00000001"
 DATA = Path(__file__).parent / "data"
@@ -736,7 +737,7 @@ def test_numpy_only_checkpoint_never_imports_torch() -> None:
         "import sys, numpy as np\n"
         "from highmark.store.backend import MemoryStorage\n"
         "from highmark.store.format import write_checkpoint, read_manifest, read_checkpoint\n"
-        "from highmark.tree import flatten\n"
+        "from highmark.state.tree import flatten\n"
         "s = MemoryStorage()\n"
         "write_checkpoint(s, 'c', flatten({'a': {'x': np.ones(3)}}), step=0, metrics={},\n"
         "                 metadata={}, created=0.0)\n"

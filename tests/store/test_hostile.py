@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from highmark.errors import CorruptCheckpointError, IncompatibleFormatError
+from highmark.state.tree import flatten
 from highmark.store.backend import LocalStorage, MemoryStorage, Storage
 from highmark.store.checks import canonical, hex64
 from highmark.store.format import (
@@ -31,7 +32,6 @@ from highmark.store.format import (
     verify_checkpoint,
     write_checkpoint,
 )
-from highmark.tree import flatten
 
 CKPT = "step-00000001"
 TARGET = f"{CKPT}/model.safetensors"

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from highmark.state.tree import flatten
 from highmark.store import format as fmt
 from highmark.store.index import INDEX
 from highmark.store.manager import CheckpointManager
-from highmark.tree import flatten
 
 NOTES = 300_000  # bytes of metadata per checkpoint: the index grows by as much per entry
 

@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from highmark.errors import CheckpointError
+from highmark.state.tree import flatten, tensor_leaves
 from highmark.store import format as fmt
 from highmark.store.backend import LocalStorage, MemoryStorage, Storage
 from highmark.store.manager import CheckpointManager
 from highmark.store.reader import CHUNK_BYTES
-from highmark.tree import flatten, tensor_leaves
 
 CKPT = "step-00000001"
 

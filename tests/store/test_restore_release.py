@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from highmark.state.tree import flatten, unflatten
 from highmark.store.manager import CheckpointManager
-from highmark.tree import flatten, unflatten
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from highmark.state.tree import flatten
 from highmark.store.writer import AsyncWriter, HostSnapshot
-from highmark.tree import flatten
 
 
 def test_submitted_job_runs_in_the_background_thread() -> None:

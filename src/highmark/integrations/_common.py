@@ -222,11 +222,12 @@ class Session:
     def install_fences(self, objects: Iterable[Any]) -> None:
         """With ``async_save="deferred"``, makes ``objects`` wait for each save's copy before
         they change the saved state: optimizers before their step, modules holding buffers
-        before their forward pass (:func:`highmark.torch.fence_hooks`). Undone by :meth:`close`.
+        before their forward pass (:func:`highmark.state.torch.fence_hooks`). Undone by
+        :meth:`close`.
         """
         if self.manager is None or not self.manager.deferred:
             return
-        from highmark.torch import fence_hooks  # only the torch-based integrations get here
+        from highmark.state.torch import fence_hooks  # only the torch-based integrations get here
 
         self._fences += fence_hooks(self.manager.fence, objects)
 

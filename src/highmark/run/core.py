@@ -188,7 +188,7 @@ class Run:
             ConfigError: a loop already started, or a reserved / duplicate name.
             UnsupportedStateError: a state holds something a checkpoint cannot store.
         """
-        from highmark.torch import check_state_object, fence_hooks
+        from highmark.state.torch import check_state_object, fence_hooks
 
         if self._unit is not None:
             raise ConfigError("track() must be called before the loop starts")

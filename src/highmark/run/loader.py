@@ -23,13 +23,13 @@ T = TypeVar("T")
 
 
 def _capture_rng() -> Any:
-    from highmark.torch import capture_rng
+    from highmark.state.torch import capture_rng
 
     return capture_rng()
 
 
 def _restore_rng(state: Any) -> None:
-    from highmark.torch import restore_rng
+    from highmark.state.torch import restore_rng
 
     restore_rng(state)
 

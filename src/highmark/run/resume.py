@@ -157,7 +157,7 @@ def resume_run(run: Run) -> dict[str, Any] | None:
     length and, last, the RNG states. Decides whether a run that had stopped (or used up its
     budget) continues: only with a larger budget or a changed stopping policy.
     """
-    from highmark.torch import restore_rng
+    from highmark.state.torch import restore_rng
 
     manager = run.manager
     if manager.latest is None:

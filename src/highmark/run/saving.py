@@ -42,7 +42,7 @@ def check_save_every(save_every: int | str, mtbf: float | None) -> None:
 
 def checkpoint_state(run: Run, step: int, partial: bool) -> dict[str, Any]:
     """The state tree of a checkpoint: tracked objects plus the run's own state."""
-    from highmark.torch import capture_rng
+    from highmark.state.torch import capture_rng
 
     state: dict[str, Any] = {name: obj.state_dict() for name, obj in run._tracked.items()}
     state[_RESERVED] = {

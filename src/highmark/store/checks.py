@@ -25,7 +25,8 @@ import xxhash
 
 from highmark.__about__ import __version__
 from highmark.errors import CorruptCheckpointError, IncompatibleFormatError
-from highmark.tree import DTYPES, MAX_DEPTH, tensor_kinds
+from highmark.state.codecs import DTYPES
+from highmark.state.skeleton import MAX_DEPTH, tensor_kinds
 
 __all__ = [
     "FORMAT_VERSION",

@@ -38,6 +38,8 @@ from highmark.errors import (
     IncompatibleFormatError,
     UnsupportedStateError,
 )
+from highmark.state.skeleton import MAX_DEPTH
+from highmark.state.tree import FlatTree
 from highmark.store.base import COMMIT_MARKER, Storage
 from highmark.store.checks import (
     FORMAT_VERSION,
@@ -55,7 +57,6 @@ from highmark.store.checks import (
 )
 from highmark.store.layout import SMALL_TENSOR, plan_files
 from highmark.store.reading import checkpoint_path, open_checked, read_checkpoint, read_head
-from highmark.tree import MAX_DEPTH, FlatTree
 
 __all__ = [
     "FORMAT_VERSION",

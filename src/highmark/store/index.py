@@ -29,9 +29,9 @@ from highmark.errors import (
 )
 from highmark.policy.monitor import Monitor
 from highmark.policy.retention import RetentionDecision, monitored_value
+from highmark.state.skeleton import MAX_DEPTH
 from highmark.store.backend import Storage
 from highmark.store.checks import MAX_JSON, hex64, json_depth, load_json, valid_run_id
-from highmark.tree import MAX_DEPTH
 
 __all__ = [
     "INDEX",
@@ -336,7 +336,8 @@ def clean_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
 
 def clean_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
     """Metadata as a JSON round-tripped dict; ConfigError when it is not JSON-serialisable or
-    nests deeper than :data:`~highmark.tree.MAX_DEPTH` levels (what a reader would refuse)."""
+    nests deeper than :data:`~highmark.state.skeleton.MAX_DEPTH` levels (what a reader would
+    refuse)."""
     metadata = dict(metadata or {})
     if json_depth(metadata, MAX_DEPTH) > MAX_DEPTH:
         raise ConfigError(f"metadata nests deeper than {MAX_DEPTH} levels (the limit)")

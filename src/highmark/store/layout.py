@@ -18,16 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from highmark.errors import UnsupportedStateError
+from highmark.state.codecs import DTYPES, DType, LeafCodec, codec_for_kind
+from highmark.state.skeleton import tensor_kinds, top_level_keys
+from highmark.state.tree import FlatTree
 from highmark.store.checks import MAX_HEADER, shape_problem
-from highmark.tree import (
-    DTYPES,
-    DType,
-    FlatTree,
-    LeafCodec,
-    codec_for_kind,
-    tensor_kinds,
-    top_level_keys,
-)
 
 __all__ = ["ROOT_FILE", "Entry", "FilePlan", "plan_files"]
 

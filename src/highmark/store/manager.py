@@ -30,6 +30,7 @@ from highmark.policy.retention import (
     best_record,
     retention_from_flags,
 )
+from highmark.state.tree import FlatTree, flatten
 from highmark.store import format as fmt
 from highmark.store import rebuild
 from highmark.store.backend import Storage, StorageLock, open_storage
@@ -47,7 +48,6 @@ from highmark.store.manifests import ManifestCache
 from highmark.store.restore import Request, candidates, restore_newest
 from highmark.store.verification import CheckpointStatus, VerifyReport, verify_steps
 from highmark.store.writer import BackgroundSaves, add_note
-from highmark.tree import FlatTree, flatten
 
 __all__ = ["CheckpointInfo", "CheckpointManager", "CheckpointStatus", "VerifyReport"]
 

@@ -29,18 +29,13 @@ from typing import Any, BinaryIO, cast
 import xxhash
 
 from highmark.errors import ConfigError, CorruptCheckpointError
+from highmark.state.codecs import LeafCodec, codec_for_kind
+from highmark.state.skeleton import select, tensor_kinds
+from highmark.state.tree import tensor_leaves, unflatten
 from highmark.store.backend import Storage
 from highmark.store.checks import MAX_HEADER, check_header, file_digest, read_header
 from highmark.store.reader import ReadJob, read_all
 from highmark.store.writer import add_note
-from highmark.tree import (
-    LeafCodec,
-    codec_for_kind,
-    select,
-    tensor_kinds,
-    tensor_leaves,
-    unflatten,
-)
 
 __all__ = ["checkpoint_path", "open_checked", "open_for_read", "read_checkpoint", "read_head"]
 

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from highmark.errors import StateChangedError
+from highmark.state.codecs import LeafCodec, codec_for_kind
+from highmark.state.tree import FlatTree
 from highmark.store.parallel import run_batches, thread_count
-from highmark.tree import FlatTree, LeafCodec, codec_for_kind
 
 __all__ = ["AsyncWriter", "BackgroundSaves", "HostSnapshot", "add_note"]
 
@@ -176,13 +177,13 @@ class HostSnapshot:
     """Copies a flat tree's tensors into host buffers that are reused from save to save.
 
     A buffer is keyed by key path and reallocated only when the leaf's kind, dtype or shape
-    change. The copies go through the leaf codecs of :mod:`highmark.tree` (one batched copy per
-    thread and kind: ``torch._foreach_copy_`` for torch, which releases the GIL for the whole
-    batch), so this module never imports a framework. The tensors are split into byte-balanced
+    change. The copies go through the leaf codecs of :mod:`highmark.state.codecs` (one batched
+    copy per thread and kind: ``torch._foreach_copy_`` for torch, which releases the GIL for the
+    whole batch), so this module never imports a framework. The tensors are split into byte-balanced
     groups copied on a few threads at once (:mod:`highmark.store.parallel`; the 212 tensors of
     100 MB on this project's 2-core machine: about 7 ms against 12 ms on one thread).
 
-    The leaves must come from :func:`highmark.tree.flatten` (which checked that they are
+    The leaves must come from :func:`highmark.state.tree.flatten` (which checked that they are
     storable). :meth:`copy_later` defers the copy of every tensor that counts its in-place
     writes (torch's version counter): the caller gets the buffers at once and a function that
     fills them later and then checks that no source changed meanwhile.

@@ -2,7 +2,7 @@
 
 A *leaf codec* (:class:`LeafCodec`) describes, chunks, allocates and rebuilds one kind of tensor
 leaf, keyed by the leaf's top-level module: numpy's (:class:`NumpyCodec`) is built in; torch's
-lives in :mod:`highmark.torch` and is imported lazily, by name, by :func:`codec_for_kind` the
+lives in :mod:`highmark.state.torch` and is imported lazily, by name, by :func:`codec_for_kind` the
 first time a torch tensor is met or must be rebuilt, so this module (and the tree and store built
 on it) never imports torch itself. :data:`DTYPES` is the table of every dtype highmark stores.
 """
@@ -222,7 +222,7 @@ def _chunked(arr: Any, max_bytes: int, contiguous: Any) -> Iterator[memoryview]:
 
 _NUMPY = NumpyCodec()
 #: Leaf codecs by the leaf's top-level module: an instance, or "module:attribute" loaded lazily.
-_CODECS: dict[str, LeafCodec | str] = {"numpy": _NUMPY, "torch": "highmark.torch:TORCH_CODEC"}
+_CODECS: dict[str, LeafCodec | str] = {"numpy": _NUMPY, "torch": "highmark.state.torch:TORCH_CODEC"}
 
 
 def codec_for_kind(kind: str) -> LeafCodec:

@@ -1,4 +1,4 @@
-"""Tests of highmark.torch: dtype names, byte views, the torch codec, RNG, objects."""
+"""Tests of highmark.state.torch: dtype names, byte views, the torch codec, RNG, objects."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import torch
 from safetensors.torch import save_file
 
 from highmark.errors import UnsupportedStateError
-from highmark.torch import (
+from highmark.state.codecs import DTYPES, codec_for_kind
+from highmark.state.torch import (
     TORCH_CODEC,
     byte_view,
     capture_rng,
@@ -26,7 +27,7 @@ from highmark.torch import (
     safetensors_dtype,
     writable_byte_view,
 )
-from highmark.tree import DTYPES, codec_for_kind, flatten
+from highmark.state.tree import flatten
 
 NAMED = [name for name, d in DTYPES.items() if d.st is not None]
 

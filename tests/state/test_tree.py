@@ -1,4 +1,4 @@
-"""Tests of highmark.tree: flatten/unflatten round trips, key paths, refusals, select."""
+"""Tests of highmark.state.tree: flatten/unflatten round trips, key paths, refusals, select."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from highmark.errors import ConfigError, UnsupportedStateError
-from highmark.tree import FlatTree, flatten, select, tensor_kinds, tensor_leaves, unflatten
+from highmark.state.skeleton import select, tensor_kinds
+from highmark.state.tree import FlatTree, flatten, tensor_leaves, unflatten
 
 
 def assert_same(a: Any, b: Any, path: str = "") -> None:
@@ -276,7 +277,7 @@ def test_flat_tree_holds_the_live_arrays() -> None:
 def test_numpy_only_tree_does_not_import_torch() -> None:
     code = (
         "import sys, numpy as np\n"
-        "from highmark.tree import flatten, unflatten\n"
+        "from highmark.state.tree import flatten, unflatten\n"
         "f = flatten({'a': np.zeros(2), 'b': [1.0]})\n"
         "unflatten(f.skeleton, f.tensors)\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
@@ -287,8 +288,8 @@ def test_numpy_only_tree_does_not_import_torch() -> None:
 def test_torch_codec_is_resolved_lazily_by_name() -> None:
     code = (
         "import sys\n"
-        "from highmark.tree import codec_for_kind\n"
-        "assert 'highmark.torch' not in sys.modules\n"
+        "from highmark.state.codecs import codec_for_kind\n"
+        "assert 'highmark.state.torch' not in sys.modules\n"
         "codec = codec_for_kind('torch')\n"
         "assert codec.kind == 'torch' and 'torch' in sys.modules\n"
     )

@@ -1,8 +1,8 @@
 """torch support: the torch leaf codec, dtype names, host snapshots, RNG states, state objects.
 
 This is the only module of the core that imports torch; the store reaches it through
-:func:`highmark.tree.codec_for_kind` ("torch"), so ``import highmark`` and the store stay free of
-torch until a torch tensor is saved or restored.
+:func:`highmark.state.codecs.codec_for_kind` ("torch"), so ``import highmark`` and the store stay
+free of torch until a torch tensor is saved or restored.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from highmark.codecs import Target
 from highmark.errors import UnsupportedStateError
-from highmark.tree import DTYPES, FlatTree, flatten
+from highmark.state.codecs import DTYPES, Target
+from highmark.state.tree import FlatTree, flatten
 
 __all__ = [
     "TORCH_CODEC",
@@ -175,7 +175,8 @@ def fence_hooks(fence: Callable[[], object], objects: Iterable[Any]) -> list[Any
 
 
 class TorchCodec:
-    """The leaf codec of torch tensors: every dtype of :data:`highmark.tree.DTYPES`, any device.
+    """The leaf codec of torch tensors: every dtype of :data:`~highmark.state.codecs.DTYPES`, on
+    any device.
 
     Tensors come back on the CPU; a tensor of an exotic dtype (``complex128``, ``complex32``,
     ``bits*``) is written bytewise. Tensors sharing memory (views, tied weights) are written once
