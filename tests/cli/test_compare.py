@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from highmark.cli import app
+from highmark.cli.commands import app
 
 from .helpers import check_golden, normalise
 

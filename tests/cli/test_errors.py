@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from highmark.cli import app, storage_options
+from highmark.cli.commands import app, storage_options
 
 
 def test_missing_run_is_one_line_without_traceback(runner, tmp_path) -> None:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from highmark.cli import app
+from highmark.cli.commands import app
 
 from .helpers import RunFixture, make_model
 

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from highmark.cli import app
+from highmark.cli.commands import app
 
 from .helpers import RunFixture, check_golden, normalise
 

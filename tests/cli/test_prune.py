@@ -7,7 +7,7 @@ import pty
 import subprocess
 import sys
 
-from highmark.cli import app
+from highmark.cli.commands import app
 
 from .helpers import RunFixture
 

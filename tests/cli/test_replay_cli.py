@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from highmark.cli import app
+from highmark.cli.commands import app
 
 from .helpers import RunFixture
 

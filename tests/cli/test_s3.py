@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from highmark.cli import app
+from highmark.cli.commands import app
 from highmark.store.backend import open_storage
 
 from .helpers import RunFixture, write_run

@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from highmark.cli import app
+from highmark.cli.commands import app
 
 from .helpers import RunFixture
 

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
 
-    from highmark.demo import build_data, build_model
+    from highmark.cli.demo import build_data, build_model
     from highmark.run import Run
 
     torch.set_num_threads(1)

@@ -13,7 +13,7 @@ from pathlib import Path
 import child_train
 import torch
 
-from highmark.demo import build_data
+from highmark.cli.demo import build_data
 
 # Warm what the children would otherwise each import on first use: building the first torch
 # optimizer imports torch._dynamo (seconds on a busy machine), and the digits load sklearn.

@@ -6,8 +6,8 @@ import doctest
 
 import pytest
 
-from highmark import units
-from highmark.units import size
+from highmark.cli import units
+from highmark.cli.units import size
 
 
 @pytest.mark.parametrize(

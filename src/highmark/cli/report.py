@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from highmark.__about__ import __version__
+from highmark.cli.units import size
 from highmark.replay import ReplayResult
 from highmark.replay.curves import Curve, curve_from_records
-from highmark.units import size
 
 __all__ = ["RunData", "load_run", "render_curves", "render_html", "replay_plot", "write_report"]
 

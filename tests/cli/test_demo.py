@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from highmark.demo import main
+from highmark.cli.demo import main
 from highmark.history import read_history, read_run_info
 
 

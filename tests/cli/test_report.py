@@ -1,4 +1,4 @@
-"""``highmark.report``: one self-contained HTML file with the curves, rendered by real Chromium."""
+"""``highmark.cli.report``: one self-contained HTML file with the curves, rendered by Chromium."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.helpers import RunFixture, write_run
-from highmark.cli import app
-from highmark.report import load_run, render_html, write_report
+from highmark.cli.commands import app
+from highmark.cli.report import load_run, render_html, write_report
 
 
 @pytest.fixture
@@ -107,7 +107,7 @@ def test_report_renders_in_headless_chromium_with_the_plot(two_runs, tmp_path: P
 
 
 def test_replay_plot_labels_only_the_trade_off_front() -> None:
-    from highmark.report import _front_labels
+    from highmark.cli.report import _front_labels
 
     points = [(30.0, 0.02, "p=0"), (30.0, 0.02, "p=1"), (10.0, 0.0, "p=3"), (5.0, 0.01, "p=9")]
     assert sorted(_front_labels(points)) == [(10.0, 0.0, "p=3"), (30.0, 0.02, "p=0 (+1)")]

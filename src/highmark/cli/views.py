@@ -12,7 +12,7 @@ import textwrap
 from collections.abc import Callable
 from typing import Any
 
-from highmark.units import size
+from highmark.cli.units import size
 
 __all__ = [
     "age",

@@ -1,4 +1,4 @@
-"""The ``highmark`` command line. Commands only delegate to the library.
+"""The commands of the ``highmark`` command line (typer). Commands only delegate to the library.
 
 RUN is a local path or an fsspec URL (``s3://bucket/run``). Options for the filesystem are given
 with ``--storage-option KEY=VALUE`` (repeatable; dotted keys nest, values are parsed as JSON when
@@ -23,15 +23,14 @@ from typing import Any, TypeVar
 
 from highmark.__about__ import __version__
 
-_MISSING: str | None = None
+#: The missing package of the cli extra (then there is no :data:`app`), or None.
+MISSING: str | None = None
 try:
     import click
     import typer
 except ImportError as _err:  # pragma: no cover - exercised only without the cli extra
     typer = None  # type: ignore[assignment]
-    _MISSING = _err.name
-
-_INSTALL_HINT = "the highmark command line needs its extra: pip install 'highmark[cli]'"
+    MISSING = _err.name
 _STATE = {"debug": False}
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -90,7 +89,7 @@ def storage_options(pairs: list[str] | None) -> dict[str, Any]:
 
 def _json(data: Any) -> None:
     """Prints strict JSON (non-finite numbers become null) for scripts."""
-    from highmark.inspect import strict
+    from highmark.cli.queries import strict
 
     print(json.dumps(strict(data), indent=2, allow_nan=False))
 
@@ -114,7 +113,7 @@ def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
 if typer is not None:
     from typing import Annotated
 
-    from highmark import views
+    from highmark.cli import views
 
     app = typer.Typer(
         name="highmark",
@@ -165,7 +164,7 @@ if typer is not None:
     @_errors
     def ls_cmd(run: str, as_json: JsonOpt = False, storage_option: StorageOpt = None) -> None:
         """List the checkpoints of RUN (or of each run in a folder): step, metrics, size, flags."""
-        from highmark.inspect import list_runs
+        from highmark.cli.queries import list_runs
 
         data = list_runs(run, storage_options(storage_option))
         if as_json:
@@ -182,8 +181,8 @@ if typer is not None:
         storage_option: StorageOpt = None,
     ) -> None:
         """Show one checkpoint: metadata, tensors with shapes and dtypes, checksums; or --diff."""
-        from highmark.inspect import checkpoint_dir, open_run, parse_spec, show_checkpoint
-        from highmark.tensorio import diff_tensors
+        from highmark.cli.queries import checkpoint_dir, open_run, parse_spec, show_checkpoint
+        from highmark.store.tensors import diff_tensors
 
         opts = storage_options(storage_option)
         url, which = parse_spec(spec)
@@ -210,7 +209,7 @@ if typer is not None:
         runs: RunsArg, as_json: JsonOpt = False, storage_option: StorageOpt = None
     ) -> None:
         """Compare runs side by side: best metric and step, stop reason, budget, time, bytes."""
-        from highmark.inspect import compare_runs, find_runs
+        from highmark.cli.queries import compare_runs, find_runs
 
         opts = storage_options(storage_option)
         data = compare_runs(find_runs(runs, opts), opts)
@@ -223,7 +222,7 @@ if typer is not None:
     @_errors
     def verify_cmd(run: str, as_json: JsonOpt = False, storage_option: StorageOpt = None) -> None:
         """Recheck every checksum of RUN: exit 0 when all intact, 1 naming the damaged files."""
-        from highmark.inspect import open_run, verify_run
+        from highmark.cli.queries import open_run, verify_run
 
         status = views.console(stderr=True).status("verifying")
         with open_run(run, storage_options(storage_option)) as manager, status:
@@ -249,7 +248,7 @@ if typer is not None:
         storage_option: StorageOpt = None,
     ) -> None:
         """Delete checkpoints by the library's retention rules (best, last, milestones kept)."""
-        from highmark.inspect import open_run, prune_run
+        from highmark.cli.queries import open_run, prune_run
 
         opts = storage_options(storage_option)
         flags = (keep_best, keep_last, keep_every)
@@ -277,8 +276,8 @@ if typer is not None:
         storage_option: StorageOpt = None,
     ) -> None:
         """Write one standalone safetensors file that load_file/load_state_dict read."""
-        from highmark.inspect import open_run, parse_spec
-        from highmark.tensorio import export_checkpoint
+        from highmark.cli.queries import open_run, parse_spec
+        from highmark.store.tensors import export_checkpoint
 
         url, which = parse_spec(spec, default="best")
         opts = storage_options(storage_option)
@@ -296,8 +295,8 @@ if typer is not None:
         storage_option: StorageOpt = None,
     ) -> None:
         """Write one self-contained HTML report: curves, best/stop steps, checkpoints."""
-        from highmark.inspect import find_runs
-        from highmark.report import write_report
+        from highmark.cli.queries import find_runs
+        from highmark.cli.report import write_report
 
         opts = storage_options(storage_option)
         write_report(find_runs(runs, opts), out, png=png, storage_options=opts)
@@ -346,7 +345,7 @@ if typer is not None:
             score_mode=score_mode.value, tolerance=tolerance, train_monitor=train_monitor,
         )  # fmt: skip
         if plot:
-            from highmark.report import replay_plot
+            from highmark.cli.report import replay_plot
 
             replay_plot(result, plot)
         views.warn(result.warnings)
@@ -363,20 +362,8 @@ if typer is not None:
         seed: Annotated[int, typer.Option(help="Seed of split, weights, shuffling.")] = 0,
     ) -> None:
         """Train a small MLP on scikit-learn's digits with early stopping and checkpoints."""
-        import importlib
+        from highmark.cli.demo import main as demo
 
-        code = importlib.import_module("highmark.demo").main(out, max_epochs=max_epochs, seed=seed)
+        code = demo(out, max_epochs=max_epochs, seed=seed)
         if code:
             raise typer.Exit(int(code))
-
-
-def main() -> None:
-    """Entry point of the ``highmark`` console script."""
-    if typer is None:
-        print(f"{_INSTALL_HINT} (missing: {_MISSING})", file=sys.stderr)
-        raise SystemExit(2)
-    app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

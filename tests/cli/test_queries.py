@@ -1,11 +1,11 @@
-"""``RUN:STEP`` specs (highmark.inspect.parse_spec) are parsed exactly: ASCII digits, the whole
+"""``RUN:STEP`` specs (highmark.cli.queries.parse_spec) are parsed exactly: ASCII digits, the whole
 spec, nothing trailing."""
 
 from __future__ import annotations
 
 import pytest
 
-from highmark.inspect import parse_spec
+from highmark.cli.queries import parse_spec
 
 
 @pytest.mark.parametrize(

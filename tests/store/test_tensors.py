@@ -1,4 +1,4 @@
-"""``highmark.tensorio``: dtype decoding for the diff, checked against torch's own conversion."""
+"""``highmark.store.tensors``: dtype decoding for the diff, checked against torch's conversion."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from highmark.store.manager import CheckpointManager
-from highmark.tensorio import checkpoint_tensors, decode, diff_tensors, is_rng_key
+from highmark.store.tensors import checkpoint_tensors, decode, diff_tensors, is_rng_key
 
 DTYPES = [torch.bfloat16, torch.float16, torch.float8_e4m3fn, torch.float8_e5m2, torch.int64,
           torch.bool]  # fmt: skip
@@ -52,8 +52,9 @@ def test_rng_keys_are_the_run_s_generator_states_only() -> None:
 def test_docstring_examples_hold() -> None:
     import doctest
 
-    from highmark import inspect, tensorio
+    from highmark.cli import queries
+    from highmark.store import tensors
 
-    for module in (inspect, tensorio):
+    for module in (queries, tensors):
         result = doctest.testmod(module)
         assert (result.failed, result.attempted > 0) == (0, True)
