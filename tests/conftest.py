@@ -68,8 +68,9 @@ def run_url(run_location: RunLocation) -> str:
 
 @pytest.fixture(params=["memory", "local", pytest.param("s3", marks=pytest.mark.s3)])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    """A fresh :class:`highmark.store.backend.Storage`: in memory, on local disk, on S3."""
-    from highmark.store.backend import FsspecStorage, LocalStorage, MemoryStorage
+    """A fresh :class:`highmark.store.storage.Storage`: in memory, on local disk, on S3."""
+    from highmark.store.local import LocalStorage
+    from highmark.store.objectstore import FsspecStorage, MemoryStorage
 
     if request.param == "memory":
         return MemoryStorage()

@@ -19,7 +19,9 @@ if TYPE_CHECKING:
     from highmark.policy.retention import KeepBest, KeepEvery, KeepLast, MaxBytes, Retention
     from highmark.policy.stopping import EarlyStopping
     from highmark.run import ResumableLoader, Run
-    from highmark.store.manager import CheckpointInfo, CheckpointManager, VerifyReport
+    from highmark.store.index import CheckpointInfo
+    from highmark.store.manager import CheckpointManager
+    from highmark.store.verification import VerifyReport
 
 __all__ = [
     "CheckpointInfo",
@@ -50,8 +52,8 @@ _LAZY = {
     "MaxBytes": "highmark.policy.retention",
     "Retention": "highmark.policy.retention",
     "CheckpointManager": "highmark.store.manager",
-    "CheckpointInfo": "highmark.store.manager",
-    "VerifyReport": "highmark.store.manager",
+    "CheckpointInfo": "highmark.store.index",
+    "VerifyReport": "highmark.store.verification",
     "Run": "highmark.run",
     "ResumableLoader": "highmark.run",
 }

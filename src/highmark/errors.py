@@ -123,3 +123,15 @@ class StateChangedError(CheckpointError):
             f"step {step} was not saved: {shown} changed while its deferred snapshot was being "
             "taken; call fence() before changing the saved state"
         )
+
+
+def add_note(err: BaseException, note: str) -> None:  # not in __all__: highmark's own helper
+    """Adds ``note`` to ``err`` (``err.add_note`` on Python >= 3.11, the same ``__notes__`` list on
+    3.10): how highmark says what was being done when an error passes through it."""
+    adder = getattr(err, "add_note", None)
+    if adder is not None:
+        adder(note)
+    else:  # pragma: no cover - Python 3.10
+        notes = list(getattr(err, "__notes__", []))
+        notes.append(note)
+        err.__notes__ = notes  # type: ignore[attr-defined]

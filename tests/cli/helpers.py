@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from highmark.history import HistoryWriter
 from highmark.store.manager import CheckpointManager
+from highmark.store.runfiles import HistoryWriter
 
 # steps 1..6; best val_loss 0.5 at step 3; keep_best=2 + keep_last=1 + keep_every=4 keeps 2,3,4,6
 VAL_LOSS = [0.9, 0.7, 0.5, 0.55, 0.6, 0.65]

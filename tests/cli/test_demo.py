@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from highmark.cli.demo import main
-from highmark.history import read_history, read_run_info
+from highmark.store.runfiles import read_history, read_run_info
 
 
 def test_demo_trains_and_tells_how_to_inspect_the_run(

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from highmark.cli.commands import app
-from highmark.store.backend import open_storage
+from highmark.store.local import open_storage
 
 from .helpers import RunFixture, write_run
 

@@ -11,8 +11,8 @@ import pytest
 
 from highmark import EarlyStopping
 from highmark.errors import ConfigError
-from highmark.history import read_run_info
 from highmark.integrations._common import Session, make_stopper, require, scalar_metrics
+from highmark.store.runfiles import read_run_info
 
 
 def test_require_names_the_package_the_version_and_the_extra() -> None:

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from highmark.errors import ConfigError
-from highmark.history import read_history, read_run_info
 from highmark.integrations.keras import HighmarkCallback
 from highmark.store.manager import CheckpointManager
+from highmark.store.runfiles import read_history, read_run_info
 
 from .conftest import load_example
 

@@ -8,9 +8,9 @@ from typing import Any
 import keras  # conftest.py has set KERAS_BACKEND=torch
 import pytest
 
-from highmark.history import read_history, read_run_info
 from highmark.integrations.keras import HighmarkCallback
 from highmark.store.manager import CheckpointManager
+from highmark.store.runfiles import read_history, read_run_info
 
 from .conftest import load_example
 

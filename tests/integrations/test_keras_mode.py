@@ -9,8 +9,8 @@ import pytest
 
 from highmark.criteria import Threshold
 from highmark.errors import ConfigError
-from highmark.history import read_run_info
 from highmark.integrations.keras import HighmarkCallback
+from highmark.store.runfiles import read_run_info
 
 from .conftest import load_example
 

@@ -18,9 +18,9 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping as LightningEarlyStopping
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from highmark.history import read_history, read_run_info
 from highmark.integrations.lightning import HighmarkCallback
 from highmark.store.manager import CheckpointManager
+from highmark.store.runfiles import read_history, read_run_info
 
 from .conftest import EXAMPLES
 from .lightning_fit import WARNINGS, ex, fit, params

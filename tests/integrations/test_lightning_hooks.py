@@ -8,8 +8,8 @@ pytest.importorskip("lightning")
 
 from lightning.pytorch.callbacks import EarlyStopping as LightningEarlyStopping
 
-from highmark.history import read_history
 from highmark.integrations.lightning import HighmarkCallback
+from highmark.store.runfiles import read_history
 
 from .lightning_fit import WARNINGS, ex, fit
 

@@ -12,9 +12,9 @@ pytest.importorskip("lightning")
 
 import torch
 
-from highmark.history import read_run_info
 from highmark.integrations.lightning import HighmarkCallback
 from highmark.store.manager import CheckpointManager
+from highmark.store.runfiles import read_run_info
 
 from .lightning_fit import WARNINGS, fit
 

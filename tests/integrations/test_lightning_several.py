@@ -14,9 +14,9 @@ pytest.importorskip("lightning")
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from highmark.history import read_history
 from highmark.integrations.lightning import HighmarkCallback
 from highmark.store.manager import CheckpointManager
+from highmark.store.runfiles import read_history
 
 from .lightning_fit import WARNINGS, fit
 

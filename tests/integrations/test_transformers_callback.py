@@ -10,9 +10,9 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from highmark.history import read_history, read_run_info
 from highmark.integrations.transformers import HighmarkCallback
 from highmark.store.manager import CheckpointManager
+from highmark.store.runfiles import read_history, read_run_info
 
 from .conftest import load_example
 

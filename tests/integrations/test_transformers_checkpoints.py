@@ -11,9 +11,9 @@ import pytest
 
 from highmark.criteria import MaxSteps
 from highmark.errors import ConfigError
-from highmark.history import read_history
 from highmark.integrations.transformers import HighmarkCallback
 from highmark.store.manager import CheckpointManager
+from highmark.store.runfiles import read_history
 
 from .conftest import load_example
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from highmark.errors import ConfigError
-from highmark.history import read_run_info
 from highmark.integrations.transformers import HighmarkCallback
+from highmark.store.runfiles import read_run_info
 
 from .conftest import load_example
 

@@ -15,7 +15,7 @@ from run_helpers import TinyModel, nudge
 
 from highmark import CheckpointManager, Run, errors
 from highmark.errors import ConfigError
-from highmark.history import read_history, read_run_info
+from highmark.store.runfiles import read_history, read_run_info
 
 
 class WiderModel(TinyModel):

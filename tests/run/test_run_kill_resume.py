@@ -13,7 +13,7 @@ import torch
 from run_helpers import Child, assert_bit_identical, load_weights, run_child
 
 from highmark import CheckpointManager
-from highmark.history import read_history
+from highmark.store.runfiles import read_history
 
 
 def _marker_key(line: str) -> str:

@@ -14,8 +14,8 @@ from run_helpers import TinyModel, nudge
 
 from highmark import EarlyStopping, ReduceLROnPlateau, Run
 from highmark.errors import ConfigError, UnsupportedStateError
-from highmark.history import read_history, read_run_info
-from highmark.store.backend import MemoryStorage
+from highmark.store.objectstore import MemoryStorage
+from highmark.store.runfiles import read_history, read_run_info
 
 
 def drive(

@@ -25,20 +25,22 @@ from highmark.errors import ConfigError, CorruptCheckpointError, IncompatibleFor
 from highmark.state.codecs import DTYPES
 from highmark.state.torch import TORCH_CODEC
 from highmark.state.tree import flatten
-from highmark.store import backend
 from highmark.store import format as fmt
-from highmark.store.backend import LocalStorage, MemoryStorage, Storage
+from highmark.store import local as local_backend
 from highmark.store.checks import canonical, hex64
 from highmark.store.format import (
     FORMAT_VERSION,
     MANIFEST,
     estimate_size,
-    read_checkpoint,
     read_manifest,
     verify_checkpoint,
     write_checkpoint,
 )
 from highmark.store.layout import SMALL_TENSOR
+from highmark.store.local import LocalStorage
+from highmark.store.objectstore import MemoryStorage
+from highmark.store.restore import read_checkpoint
+from highmark.store.storage import Storage
 from highmark.store.streaming import StreamingFile
 
 CKPT = "step-00000001"
@@ -735,8 +737,9 @@ def test_arbitrary_trees_round_trip_through_the_format(tree: Any) -> None:
 def test_numpy_only_checkpoint_never_imports_torch() -> None:
     code = (
         "import sys, numpy as np\n"
-        "from highmark.store.backend import MemoryStorage\n"
-        "from highmark.store.format import write_checkpoint, read_manifest, read_checkpoint\n"
+        "from highmark.store.objectstore import MemoryStorage\n"
+        "from highmark.store.format import write_checkpoint, read_manifest\n"
+        "from highmark.store.restore import read_checkpoint\n"
         "from highmark.state.tree import flatten\n"
         "s = MemoryStorage()\n"
         "write_checkpoint(s, 'c', flatten({'a': {'x': np.ones(3)}}), step=0, metrics={},\n"
@@ -770,7 +773,7 @@ def test_small_tensors_are_written_in_bounded_batches(
             sizes.append(memoryview(data).nbytes)
             return super().write(data)
 
-    monkeypatch.setattr(backend, "StreamingFile", Recording)
+    monkeypatch.setattr(local_backend, "StreamingFile", Recording)
     n = SMALL_TENSOR // 4  # float32 elements of one small tensor
     state = {"m": {f"s{i}": torch.full((n,), float(i)) for i in range(40)}}  # 2.5 MiB
     state["m"]["big"] = torch.arange(n + 1, dtype=torch.float32)

@@ -23,15 +23,12 @@ from hypothesis import strategies as st
 
 from highmark.errors import CorruptCheckpointError, IncompatibleFormatError
 from highmark.state.tree import flatten
-from highmark.store.backend import LocalStorage, MemoryStorage, Storage
 from highmark.store.checks import canonical, hex64
-from highmark.store.format import (
-    MANIFEST,
-    read_checkpoint,
-    read_manifest,
-    verify_checkpoint,
-    write_checkpoint,
-)
+from highmark.store.format import MANIFEST, read_manifest, verify_checkpoint, write_checkpoint
+from highmark.store.local import LocalStorage
+from highmark.store.objectstore import MemoryStorage
+from highmark.store.restore import read_checkpoint
+from highmark.store.storage import Storage
 
 CKPT = "step-00000001"
 TARGET = f"{CKPT}/model.safetensors"

@@ -15,9 +15,9 @@ import pytest
 import xxhash
 
 from highmark.errors import CorruptCheckpointError
-from highmark.store.backend import LocalStorage
 from highmark.store.checks import MAX_DIMS, MAX_HEADER, canonical, hex64
 from highmark.store.format import MANIFEST, read_manifest, verify_checkpoint
+from highmark.store.local import LocalStorage
 from highmark.store.manager import CheckpointManager
 
 STEP = "step-00000002"

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from highmark.errors import ConfigError, UnsupportedStateError
 from highmark.state.skeleton import MAX_DEPTH
 from highmark.state.tree import tensor_leaves
-from highmark.store.backend import MemoryStorage
 from highmark.store.checks import MAX_DIMS, MAX_HEADER, MAX_JSON, PARSE_FACTOR
 from highmark.store.manager import CheckpointManager
+from highmark.store.objectstore import MemoryStorage
 
 
 def refused_at_save(path: Path, state: Any, match: str) -> UnsupportedStateError:

@@ -32,7 +32,7 @@ STEP = "step-00000001"
 CHILD = r"""
 import json, sys
 from highmark.errors import CorruptCheckpointError
-from highmark.store.backend import LocalStorage
+from highmark.store.local import LocalStorage
 from highmark.store.format import read_manifest
 from highmark.store.index import read_index
 

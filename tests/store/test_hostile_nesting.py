@@ -16,10 +16,10 @@ import xxhash
 from highmark.errors import ConfigError, CorruptCheckpointError, UnsupportedStateError
 from highmark.state.skeleton import MAX_DEPTH
 from highmark.state.tree import flatten, tensor_leaves
-from highmark.store.backend import LocalStorage
 from highmark.store.checks import canonical, hex64
 from highmark.store.format import MANIFEST, read_manifest, verify_checkpoint, write_checkpoint
 from highmark.store.index import INDEX
+from highmark.store.local import LocalStorage
 from highmark.store.manager import CheckpointManager
 
 

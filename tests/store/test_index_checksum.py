@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from highmark.errors import HighmarkError
-from highmark.store.backend import LocalStorage
 from highmark.store.index import INDEX, load_index, read_index
+from highmark.store.local import LocalStorage
 from highmark.store.manager import CheckpointManager
 
 FORMAT1_RUN = Path(__file__).with_name("data") / "run-format1"

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from highmark.errors import LockedError
-from highmark.store.backend import LOCK_NAME, MemoryStorage
 from highmark.store.manager import CheckpointManager
+from highmark.store.objectstore import MemoryStorage
+from highmark.store.storage import LOCK_NAME
 
 CHILD = str(Path(__file__).with_name("writer_child.py"))
 

@@ -21,10 +21,10 @@ import xxhash
 from highmark.errors import ConfigError, CorruptCheckpointError
 from highmark.state.tree import flatten
 from highmark.store import format as fmt
-from highmark.store.backend import MemoryStorage
 from highmark.store.checks import canonical, hex64
 from highmark.store.index import INDEX
 from highmark.store.manager import CheckpointManager
+from highmark.store.objectstore import MemoryStorage
 
 DATA = Path(__file__).parent / "data"
 

@@ -18,9 +18,12 @@ import torch
 from highmark.errors import CheckpointError
 from highmark.state.tree import flatten, tensor_leaves
 from highmark.store import format as fmt
-from highmark.store.backend import LocalStorage, MemoryStorage, Storage
+from highmark.store.local import LocalStorage
 from highmark.store.manager import CheckpointManager
-from highmark.store.reader import CHUNK_BYTES
+from highmark.store.objectstore import MemoryStorage
+from highmark.store.readjobs import CHUNK_BYTES
+from highmark.store.restore import read_checkpoint
+from highmark.store.storage import Storage
 
 CKPT = "step-00000001"
 
@@ -74,7 +77,7 @@ def put(storage: Storage, rel: str, data: bytes) -> None:
 
 
 def restore_into(storage: Storage, into: Any, ckpt: str = CKPT) -> Any:
-    return fmt.read_checkpoint(storage, ckpt, fmt.read_manifest(storage, ckpt), into=into)
+    return read_checkpoint(storage, ckpt, fmt.read_manifest(storage, ckpt), into=into)
 
 
 @pytest.fixture(params=["local", "memory"])

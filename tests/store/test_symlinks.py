@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 
 from highmark.errors import CorruptCheckpointError
-from highmark.history import HISTORY_FILE, RUN_FILE, HistoryWriter, read_history
 from highmark.policy.retention import KeepLast, Retention
-from highmark.store.backend import LOCK_NAME, LocalStorage
 from highmark.store.index import INDEX
+from highmark.store.local import LocalStorage
 from highmark.store.manager import CheckpointManager
+from highmark.store.runfiles import HISTORY_FILE, RUN_FILE, HistoryWriter, read_history
+from highmark.store.storage import LOCK_NAME
 
 PRECIOUS = b"precious bytes outside the run\n"
 

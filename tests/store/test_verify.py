@@ -13,7 +13,8 @@ import pytest
 
 from highmark.store import format as fmt
 from highmark.store.index import INDEX
-from highmark.store.manager import CheckpointManager, VerifyReport
+from highmark.store.manager import CheckpointManager
+from highmark.store.verification import VerifyReport
 
 CHILD = str(Path(__file__).with_name("writer_child.py"))
 ROUNDS = 40

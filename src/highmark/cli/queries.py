@@ -73,8 +73,8 @@ def open_run(
     """A :class:`~highmark.CheckpointManager` over an existing run, closed on exit."""
     from highmark.errors import CheckpointNotFoundError
     from highmark.policy.monitor import Monitor
-    from highmark.store.backend import open_storage
     from highmark.store.index import INDEX, load_index
+    from highmark.store.local import open_storage
     from highmark.store.manager import CheckpointManager
 
     storage = open_storage(url, storage_options=dict(storage_options or {}))
@@ -119,8 +119,8 @@ def _has_checkpoints(storage: Any, rel: str = "") -> bool:
 
 def _is_run(storage: Any, rel: str = "") -> bool:
     """Whether ``rel`` (the root when empty) holds a run: its index, run files or checkpoints."""
-    from highmark.history import HISTORY_FILE, RUN_FILE
     from highmark.store.index import INDEX
+    from highmark.store.runfiles import HISTORY_FILE, RUN_FILE
 
     names = (INDEX, RUN_FILE, HISTORY_FILE)
     try:
@@ -138,7 +138,7 @@ def find_runs(urls: Sequence[str], storage_options: Mapping[str, Any] | None = N
     of its subfolders are not). Any other argument is kept as given, so that opening it says what
     is wrong.
     """
-    from highmark.store.backend import open_storage
+    from highmark.store.local import open_storage
 
     found: list[str] = []
     for url in urls:
@@ -266,7 +266,7 @@ def show_checkpoint(manager: Any, which: Which) -> dict[str, Any]:
 
 
 def _run_summary(url: str, storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
-    from highmark.history import read_run_info
+    from highmark.store.runfiles import read_run_info
 
     info = read_run_info(url, storage_options=dict(storage_options or {})) or {}
     with open_run(url, storage_options) as manager:

@@ -70,8 +70,8 @@ class RunData:
 
 def _checkpoint_rows(url: str, storage_options: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     from highmark.policy.monitor import Monitor
-    from highmark.store.backend import open_storage
     from highmark.store.index import INDEX, load_index
+    from highmark.store.local import open_storage
     from highmark.store.manager import CheckpointManager
 
     storage = open_storage(url, storage_options=dict(storage_options or {}))
@@ -97,7 +97,7 @@ def _checkpoint_rows(url: str, storage_options: Mapping[str, Any] | None) -> lis
 def load_run(url: str, storage_options: Mapping[str, Any] | None = None) -> RunData:
     """Reads a run's ``run.json``, ``history.jsonl`` and checkpoint index (any may be missing)."""
     from highmark.errors import CheckpointNotFoundError
-    from highmark.history import read_history, read_run_info
+    from highmark.store.runfiles import read_history, read_run_info
 
     opts = dict(storage_options or {})
     info = read_run_info(url, storage_options=opts) or {}

@@ -18,11 +18,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from highmark.errors import CheckpointError, ConfigError, CorruptCheckpointError
-from highmark.history import HistoryWriter, read_history, read_run_info
 from highmark.policy.retention import KeepBest
 from highmark.policy.stopping import EarlyStopping
 from highmark.run.defaults import patience_budget_note
-from highmark.store.manager import CheckpointInfo, CheckpointManager
+from highmark.store.index import CheckpointInfo
+from highmark.store.manager import CheckpointManager
+from highmark.store.runfiles import HistoryWriter, read_history, read_run_info
 
 __all__ = ["CallbackBase", "Session", "make_stopper", "require", "scalar_metrics"]
 

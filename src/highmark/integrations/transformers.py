@@ -31,7 +31,7 @@ from highmark.integrations._common import CallbackBase, Session, require, scalar
 from highmark.integrations._stopper import StopperSpec
 from highmark.policy.stopping import EarlyStopping
 from highmark.run.defaults import DEFAULTS
-from highmark.store.manager import CheckpointInfo
+from highmark.store.index import CheckpointInfo
 
 require("transformers", "4.40", "transformers")
 

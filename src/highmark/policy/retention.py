@@ -1,7 +1,7 @@
 """Retention: which checkpoints to keep, decided over plain records (no I/O).
 
 A record is anything with ``step: int``, ``metrics: Mapping[str, float]``, ``created: float`` and
-``size: int`` (a :class:`~highmark.store.manager.CheckpointInfo` is one). Rules say which steps
+``size: int`` (a :class:`~highmark.store.index.CheckpointInfo` is one). Rules say which steps
 they keep and why; :class:`Retention` takes their union, adds the protected steps (the best, the
 latest, the one a run resumed from) and then trims to a byte budget.
 

@@ -3,7 +3,7 @@
 Every reader gives a :class:`Curve`: evaluations in step order, each a mapping of metric name to
 value (``None`` where the metric was not recorded at that step). Paths may be local or fsspec URLs.
 
-* a highmark run directory (it holds ``history.jsonl``), read with :mod:`highmark.history`;
+* a highmark run directory (it holds ``history.jsonl``), read with :mod:`highmark.store.runfiles`;
 * a directory without one: every run and curve file directly inside it;
 * ``*.csv``: a ``step`` (else ``epoch``) column and metric columns; without either, the row number.
   Lightning's ``metrics.csv`` (both ``epoch`` and ``step`` columns, sparse rows) is merged by epoch:
@@ -175,7 +175,7 @@ def curve_from_records(records: Sequence[Any], name: str) -> Curve:
 
 
 def _run_curve(url: str, storage_options: Mapping[str, Any] | None) -> Curve:
-    from highmark.history import read_history, read_run_info
+    from highmark.store.runfiles import read_history, read_run_info
 
     records = read_history(url, storage_options=dict(storage_options or {}))
     curve = curve_from_records(records, url)

@@ -20,18 +20,18 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from highmark.errors import ConfigError
-from highmark.history import HistoryWriter, metric_value
 from highmark.run import loop, saving, summary
 from highmark.run.defaults import DEFAULTS, build_stopping
 from highmark.run.loader import ResumableLoader
 from highmark.run.saving import _RESERVED
 from highmark.run.signals import SignalCatcher
 from highmark.run.summary import summary_text
+from highmark.store.runfiles import HistoryWriter, metric_value
 
 if TYPE_CHECKING:
     from highmark.policy.stopping import EarlyStopping
-    from highmark.store.backend import Storage
     from highmark.store.manager import CheckpointManager
+    from highmark.store.storage import Storage
 
 __all__ = ["Run"]
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from highmark.errors import ConfigError
-from highmark.history import HISTORY_FILE, RUN_FILE, parse_history, parse_run_info
+from highmark.store.runfiles import HISTORY_FILE, RUN_FILE, parse_history, parse_run_info
 
 if TYPE_CHECKING:
     from highmark.run.core import Run

@@ -15,9 +15,9 @@ copied in blocks of 1/16 of the state, between 1 and 16 MiB), hashing as it goes
 the files is :mod:`highmark.store.layout`'s.
 
 Reading trusts nothing (:mod:`highmark.store.checks` validates headers and manifests before use),
-and every tensor read is checked against its checksum; :mod:`highmark.store.reading` reads the
-tensors back (re-exported here as :func:`read_checkpoint`), this module reads and verifies the
-manifest and the files. Nothing is ever unpickled.
+and every tensor read is checked against its checksum; :mod:`highmark.store.restore` reads the
+tensors back (:func:`~highmark.store.restore.read_checkpoint`), this module reads and verifies
+the manifest and the files. Nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from highmark.errors import (
 )
 from highmark.state.skeleton import MAX_DEPTH
 from highmark.state.tree import FlatTree
-from highmark.store.base import COMMIT_MARKER, Storage
 from highmark.store.checks import (
     FORMAT_VERSION,
     MAX_JSON,
@@ -55,14 +54,14 @@ from highmark.store.checks import (
     valid_run_id,
     validate_manifest,
 )
-from highmark.store.layout import SMALL_TENSOR, plan_files
-from highmark.store.reading import checkpoint_path, open_checked, read_checkpoint, read_head
+from highmark.store.layout import SMALL_TENSOR, FilePlan, plan_files
+from highmark.store.restore import checkpoint_path, open_checked, read_head
+from highmark.store.storage import COMMIT_MARKER, Storage
 
 __all__ = [
     "FORMAT_VERSION",
     "MANIFEST",
     "estimate_size",
-    "read_checkpoint",
     "read_manifest",
     "verify_checkpoint",
     "write_checkpoint",
@@ -174,61 +173,12 @@ def write_checkpoint(
         CheckpointError: when a tensor changed size while it was being written.
     """
     step = _checked_step(step, metrics, metadata, run)
-    files = []
     plans = plan_files(flat)
     total = sum(e.nbytes for p in plans for e in p.entries)
     block = min(max(total // 16, _COPY_BLOCK[0]), _COPY_BLOCK[1])
-    for plan in plans:
-        rel = checkpoint_path(ckpt_dir, plan.name)
-        tensors = []
-        digests = []
-        with storage.open_write(rel) as f:
-            f.write(plan.header)
-            small: list[memoryview] = []  # consecutive small tensors, written with one call
-            small_bytes = 0
-            for e in plan.entries:
-                hasher = xxhash.xxh3_64()
-                written = 0
-                large = e.nbytes > SMALL_TENSOR
-                for chunk in e.codec.chunks(e.leaf, block):
-                    if not large:
-                        small.append(chunk)
-                        small_bytes += len(chunk)
-                    if small and (large or small_bytes >= _SMALL_BATCH):
-                        f.write(b"".join(small))  # at most _SMALL_BATCH + SMALL_TENSOR bytes
-                        small, small_bytes = [], 0
-                    if large:
-                        f.write(chunk)
-                    hasher.update(chunk)
-                    written += len(chunk)
-                    del chunk  # let a copied block go before the next one is made
-                if written != e.nbytes:
-                    raise CheckpointError(
-                        f"{e.name}: wrote {written} bytes, expected {e.nbytes} "
-                        "(was the tensor resized during the save?)"
-                    )
-                tensors.append(
-                    {
-                        "name": e.name,
-                        "kind": e.kind,
-                        "dtype": e.dtype.name,
-                        "shape": list(e.shape),
-                        "data_offsets": [e.begin, e.begin + e.nbytes],
-                        "xxh3": hex64(hasher.intdigest()),
-                    }
-                )
-                digests.append(hasher.intdigest())
-            if small:
-                f.write(b"".join(small))
-        files.append(
-            {
-                "name": plan.name,
-                "size": plan.size,
-                "data_start": len(plan.header),
-                "xxh3": file_digest(plan.header, digests),
-                "tensors": tensors,
-            }
-        )
+    files = [
+        _write_file(storage, checkpoint_path(ckpt_dir, plan.name), plan, block) for plan in plans
+    ]
     manifest: dict[str, Any] = {
         "format": FORMAT_VERSION,
         "highmark": __version__,
@@ -244,6 +194,62 @@ def write_checkpoint(
     _check_manifest(data, step)
     storage.write_bytes(checkpoint_path(ckpt_dir, MANIFEST), data)
     return manifest
+
+
+def _write_file(storage: Storage, rel: str, plan: FilePlan, block: int) -> dict[str, Any]:
+    """Writes one planned safetensors file, hashing each tensor as it streams; returns its
+    manifest entry (size, data start, the file's digest and every tensor's).
+
+    Raises:
+        CheckpointError: when a tensor changed size while it was being written.
+    """
+    tensors = []
+    digests = []
+    with storage.open_write(rel) as f:
+        f.write(plan.header)
+        small: list[memoryview] = []  # consecutive small tensors, written with one call
+        small_bytes = 0
+        for e in plan.entries:
+            hasher = xxhash.xxh3_64()
+            written = 0
+            large = e.nbytes > SMALL_TENSOR
+            for chunk in e.codec.chunks(e.leaf, block):
+                if not large:
+                    small.append(chunk)
+                    small_bytes += len(chunk)
+                if small and (large or small_bytes >= _SMALL_BATCH):
+                    f.write(b"".join(small))  # at most _SMALL_BATCH + SMALL_TENSOR bytes
+                    small, small_bytes = [], 0
+                if large:
+                    f.write(chunk)
+                hasher.update(chunk)
+                written += len(chunk)
+                del chunk  # let a copied block go before the next one is made
+            if written != e.nbytes:
+                raise CheckpointError(
+                    f"{e.name}: wrote {written} bytes, expected {e.nbytes} "
+                    "(was the tensor resized during the save?)"
+                )
+            tensors.append(
+                {
+                    "name": e.name,
+                    "kind": e.kind,
+                    "dtype": e.dtype.name,
+                    "shape": list(e.shape),
+                    "data_offsets": [e.begin, e.begin + e.nbytes],
+                    "xxh3": hex64(hasher.intdigest()),
+                }
+            )
+            digests.append(hasher.intdigest())
+        if small:
+            f.write(b"".join(small))
+    return {
+        "name": plan.name,
+        "size": plan.size,
+        "data_start": len(plan.header),
+        "xxh3": file_digest(plan.header, digests),
+        "tensors": tensors,
+    }
 
 
 def read_manifest(storage: Storage, ckpt_dir: str) -> dict[str, Any]:

@@ -19,9 +19,9 @@ from typing import Any
 
 from highmark.__about__ import __version__
 from highmark.errors import CheckpointError, CorruptCheckpointError
-from highmark.store.backend import Storage
 from highmark.store.index import INDEX, IndexState, step_dir
 from highmark.store.manifests import ManifestCache
+from highmark.store.storage import Storage
 
 __all__ = ["check_identity", "ensure_run_id"]
 

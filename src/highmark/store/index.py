@@ -28,10 +28,10 @@ from highmark.errors import (
     IncompatibleFormatError,
 )
 from highmark.policy.monitor import Monitor
-from highmark.policy.retention import RetentionDecision, monitored_value
+from highmark.policy.retention import RetentionDecision, best_record, monitored_value
 from highmark.state.skeleton import MAX_DEPTH
-from highmark.store.backend import Storage
 from highmark.store.checks import MAX_JSON, hex64, json_depth, load_json, valid_run_id
+from highmark.store.storage import Storage
 
 __all__ = [
     "INDEX",
@@ -186,6 +186,27 @@ class IndexState:
             raise ConfigError(f"which must be 'latest', 'best' or a step, got {which!r}")
         steps = sorted(self.entries) or "none"
         raise CheckpointNotFoundError(f"{url}: no checkpoint {which!r} (steps: {steps})")
+
+    def add(self, entry: Entry, monitor: Monitor | None) -> None:
+        """Records a committed checkpoint and ranks it by the stopper's rule
+        (``monitor.is_improvement``); a best replaced by a new save is re-ranked over all."""
+        self.entries[entry.step] = entry
+        replaced_best = self.best_step == entry.step
+        if replaced_best or would_be_best(self, entry, monitor) == entry.step:
+            if replaced_best and monitor is not None:
+                best = best_record(records(self), monitor)
+                self.best_step = best.step if best else None
+            else:
+                self.best_step = entry.step
+
+    def drop(self, step: int, monitor: Monitor | None) -> bool:
+        """Forgets ``step`` (re-ranking when it was the best); whether the index listed it."""
+        if self.entries.pop(step, None) is None:
+            return False
+        if self.best_step == step:
+            best = best_record(records(self), monitor) if monitor else None
+            self.best_step = best.step if best else None
+        return True
 
     def protected(self, extra: Mapping[int, str]) -> dict[int, str]:
         """The steps retention must keep: ``extra`` plus the latest and the best."""

@@ -105,7 +105,7 @@ def _fsync_tree(name: str, dir_fd: int, where: str) -> None:
 class RunDir:
     """A run directory on local disk, written without following a link below its root.
 
-    Paths are run-relative and already checked (:func:`~highmark.store.base.check_relpath`).
+    Paths are run-relative and already checked (:func:`~highmark.store.storage.check_relpath`).
     """
 
     def __init__(self, root: str) -> None:

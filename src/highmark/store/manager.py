@@ -22,18 +22,13 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from highmark.errors import ConfigError, InsufficientSpaceError
+from highmark.errors import ConfigError, InsufficientSpaceError, add_note
 from highmark.policy.monitor import Monitor
-from highmark.policy.retention import (
-    Retention,
-    RetentionDecision,
-    best_record,
-    retention_from_flags,
-)
+from highmark.policy.retention import Retention, RetentionDecision, retention_from_flags
 from highmark.state.tree import FlatTree, flatten
 from highmark.store import format as fmt
 from highmark.store import rebuild
-from highmark.store.backend import Storage, StorageLock, open_storage
+from highmark.store.fallback import Request, candidates, restore_newest
 from highmark.store.identity import ensure_run_id
 from highmark.store.index import (
     CheckpointInfo,
@@ -44,12 +39,13 @@ from highmark.store.index import (
     step_dir,
     would_be_best,
 )
+from highmark.store.local import open_storage
 from highmark.store.manifests import ManifestCache
-from highmark.store.restore import Request, candidates, restore_newest
-from highmark.store.verification import CheckpointStatus, VerifyReport, verify_steps
-from highmark.store.writer import BackgroundSaves, add_note
+from highmark.store.storage import Storage, StorageLock
+from highmark.store.verification import VerifyReport, verify_steps
+from highmark.store.writer import BackgroundSaves
 
-__all__ = ["CheckpointInfo", "CheckpointManager", "CheckpointStatus", "VerifyReport"]
+__all__ = ["CheckpointManager"]
 
 log = logging.getLogger(__name__)
 
@@ -220,14 +216,7 @@ class CheckpointManager:
         entry = rebuild.entry_from_manifest(self.storage, final, manifest)
         self._manifests.put(final, manifest)
         entry.metrics, entry.metadata, entry.created = metrics, metadata, created
-        self._state.entries[step] = entry
-        replaced_best = self._state.best_step == step
-        if replaced_best or would_be_best(self._state, entry, self.monitor) == step:
-            if replaced_best and self.monitor is not None:
-                best = best_record(records(self._state), self.monitor)
-                self._state.best_step = best.step if best else None
-            else:
-                self._state.best_step = step
+        self._state.add(entry, self.monitor)
         # One index write covers the new entry and the retention decision, before any delete.
         self._apply(
             self.retention.decide(records(self._state), self._state.protected(self._protected)),
@@ -241,10 +230,7 @@ class CheckpointManager:
     def _forget(self, step: int) -> None:
         """Drops ``step`` from the index before its files go (object stores replace that way)."""
         with self._mu:
-            if self._state.entries.pop(step, None) is not None:
-                if self._state.best_step == step:
-                    best = best_record(records(self._state), self.monitor) if self.monitor else None
-                    self._state.best_step = best.step if best else None
+            if self._state.drop(step, self.monitor):
                 self._write_index(f"before replacing step {step}")
 
     def _apply(self, decision: RetentionDecision, trigger: int | None) -> None:
@@ -334,7 +320,7 @@ class CheckpointManager:
         (``zero_copy=True``: views of the mapped files; a file edited in place shows through,
         one truncated kills the process with SIGBUS). A copy from another step or run is
         refused. ``fallback=True`` skips a checkpoint that cannot be restored, for any reason
-        (logged), for the newest one that can (:mod:`highmark.store.restore`).
+        (logged), for the newest one that can (:mod:`highmark.store.fallback`).
 
         Raises:
             CheckpointNotFoundError: no such checkpoint. ConfigError: ``keys``/``into`` misfit.

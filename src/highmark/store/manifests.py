@@ -18,8 +18,8 @@ from collections import OrderedDict
 from typing import Any
 
 from highmark.store import format as fmt
-from highmark.store.backend import Storage
-from highmark.store.reading import checkpoint_path
+from highmark.store.restore import checkpoint_path
+from highmark.store.storage import Storage
 
 __all__ = ["ManifestCache"]
 

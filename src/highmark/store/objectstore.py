@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO, cast
 
 from highmark.errors import ConfigError, LockedError
-from highmark.store.base import (
+from highmark.store.storage import (
     COMMIT_MARKER,
     LOCK_NAME,
     StorageLock,

@@ -28,11 +28,10 @@ import socket
 from typing import Any
 
 from highmark.__about__ import __version__
-from highmark.errors import CorruptCheckpointError, ReadOnlyError
+from highmark.errors import CorruptCheckpointError, ReadOnlyError, add_note
 from highmark.policy.monitor import Monitor
 from highmark.policy.retention import best_record
 from highmark.store import format as fmt
-from highmark.store.backend import Storage, StorageLock
 from highmark.store.index import (
     INDEX,
     Entry,
@@ -42,7 +41,7 @@ from highmark.store.index import (
     records,
     step_dir,
 )
-from highmark.store.writer import add_note
+from highmark.store.storage import Storage, StorageLock
 
 __all__ = ["entry_from_manifest", "lock_run", "open_index", "recorded_monitor", "write_index"]
 

@@ -1,6 +1,6 @@
 """Tensor-level tools over a checkpoint's safetensors files: weight diff and standalone export.
 
-Both work on the files' bytes through the run's :class:`~highmark.store.backend.Storage` (local
+Both work on the files' bytes through the run's :class:`~highmark.store.storage.Storage` (local
 disk or an object store), with no framework: every safetensors dtype is handled (bfloat16 and
 float8 are decoded by bit manipulation for the diff), and large tensors are streamed in chunks so
 memory stays bounded.
@@ -31,7 +31,7 @@ from highmark.errors import ConfigError, CorruptCheckpointError
 from highmark.store.checks import check_header, read_header
 from highmark.store.format import read_manifest
 from highmark.store.index import step_dir
-from highmark.store.reading import checkpoint_path, open_checked
+from highmark.store.restore import checkpoint_path, open_checked
 
 __all__ = [
     "TensorEntry",

@@ -18,9 +18,9 @@ import xxhash
 
 from highmark.errors import CheckpointError
 from highmark.store import format as fmt
-from highmark.store.base import Storage
 from highmark.store.index import load_index, step_dir
-from highmark.store.reading import checkpoint_path
+from highmark.store.restore import checkpoint_path
+from highmark.store.storage import Storage
 
 __all__ = ["CheckpointStatus", "VerifyReport", "verify_steps"]
 

@@ -22,27 +22,16 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
-from highmark.errors import StateChangedError
+from highmark.errors import StateChangedError, add_note
 from highmark.state.codecs import LeafCodec, codec_for_kind
 from highmark.state.tree import FlatTree
 from highmark.store.parallel import run_batches, thread_count
 
-__all__ = ["AsyncWriter", "BackgroundSaves", "HostSnapshot", "add_note"]
+__all__ = ["AsyncWriter", "BackgroundSaves", "HostSnapshot"]
 
 log = logging.getLogger(__name__)
 
 _WRITERS: weakref.WeakSet[AsyncWriter] = weakref.WeakSet()
-
-
-def add_note(err: BaseException, note: str) -> None:
-    """``err.add_note(note)`` (Python >= 3.11), or the same ``__notes__`` list on 3.10."""
-    adder = getattr(err, "add_note", None)
-    if adder is not None:
-        adder(note)
-    else:  # pragma: no cover - Python 3.10
-        notes = list(getattr(err, "__notes__", []))
-        notes.append(note)
-        err.__notes__ = notes  # type: ignore[attr-defined]
 
 
 class AsyncWriter:

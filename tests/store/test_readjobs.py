@@ -11,8 +11,8 @@ import pytest
 import xxhash
 
 from highmark.errors import CorruptCheckpointError
-from highmark.store import parallel, reader
-from highmark.store.reader import ReadJob, read_all
+from highmark.store import parallel, readjobs
+from highmark.store.readjobs import ReadJob, read_all
 
 SIZES = [5 << 20, 3, 0, 7 << 20, 1 << 20, 6 << 20 | 12345]  # 19+ MiB: more than one thread
 
@@ -150,7 +150,7 @@ def test_a_run_of_many_tiny_tensors_is_split_under_iov_max(data, preadv_calls) -
         jobs, buffers = small_jobs(f, payload, [4] * 1500)
         read_all(jobs)
     assert all(buf.tobytes() == want for buf, want in buffers)
-    most = reader.JOIN_COUNT
+    most = readjobs.JOIN_COUNT
     assert most <= 1024  # IOV_MAX
     assert sorted(preadv_calls) == sorted([most] * (1500 // most) + [1500 % most])
 

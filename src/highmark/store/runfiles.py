@@ -1,7 +1,7 @@
 """The run's history files: ``run.json`` (what the run is, where it stands) and ``history.jsonl``.
 
 Both live at the root of a run directory, next to the checkpoints, and are written through the
-store's :class:`~highmark.store.backend.Storage`, so they work on local disk and object stores.
+store's :class:`~highmark.store.storage.Storage`, so they work on local disk and object stores.
 
 ``history.jsonl`` holds one JSON object per report::
 
@@ -23,12 +23,11 @@ import json
 import logging
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
 from highmark.errors import CorruptCheckpointError, IncompatibleFormatError
-
-if TYPE_CHECKING:
-    from highmark.store.backend import Storage
+from highmark.store.local import LocalStorage, open_storage
+from highmark.store.storage import Storage
 
 __all__ = [
     "HISTORY_FILE",
@@ -47,8 +46,6 @@ RUN_FORMAT = 1
 
 
 def _open(directory: str | os.PathLike[str], storage_options: Mapping[str, Any] | None) -> Storage:
-    from highmark.store.backend import open_storage
-
     return open_storage(directory, storage_options=dict(storage_options or {}))
 
 
@@ -171,8 +168,6 @@ class HistoryWriter:
     """
 
     def __init__(self, storage: Storage) -> None:
-        from highmark.store.backend import LocalStorage
-
         self._storage = storage
         storage.makedirs("")
         self._local = storage if isinstance(storage, LocalStorage) else None

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from highmark.errors import CorruptCheckpointError, IncompatibleFormatError
-from highmark.history import (
+from highmark.store.local import LocalStorage, open_storage
+from highmark.store.runfiles import (
     HISTORY_FILE,
     RUN_FILE,
     HistoryWriter,
@@ -18,7 +19,6 @@ from highmark.history import (
     read_history,
     read_run_info,
 )
-from highmark.store.backend import LocalStorage, open_storage
 
 
 def _record(step: int, **metrics: Any) -> dict[str, Any]:

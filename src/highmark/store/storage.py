@@ -1,6 +1,6 @@
 """What every storage backend shares: the Storage protocol, run-relative paths and the lock record.
 
-Both :mod:`highmark.store.backend` (local disk) and :mod:`highmark.store.objectstore` (S3, memory)
+Both :mod:`highmark.store.local` (local disk) and :mod:`highmark.store.objectstore` (S3, memory)
 build on this module, so neither imports the other's internals. A :class:`Storage` addresses
 files by paths relative to the run root ("/"-separated; absolute paths and ``..`` are refused by
 :func:`check_relpath`, so a hostile index cannot escape the run directory).

@@ -1,13 +1,13 @@
-"""Storage backends: how bytes reach a local disk or an object store, atomically.
+"""The local-disk backend: :class:`LocalStorage`, and :func:`open_storage` choosing a run's backend.
 
-A :class:`Storage` (the protocol lives in :mod:`highmark.store.base`) addresses files by paths
-relative to the run root ("/"-separated; absolute paths and ``..`` are refused, so a hostile index
-cannot escape the run directory). Each backend declares its commit: :class:`LocalStorage` writes
-into a staging directory, fsyncs every file and directory and renames; :class:`FsspecStorage` (S3
-and any fsspec URL) has no rename and writes a ``COMMITTED`` marker last. :class:`MemoryStorage`
-is an in-process double with object-store semantics (both live in
-:mod:`highmark.store.objectstore`). One writer per run: :meth:`Storage.lock` raises
-:class:`~highmark.errors.LockedError` naming the live holder.
+A :class:`~highmark.store.storage.Storage` addresses files by paths relative to the run root
+("/"-separated; absolute paths and ``..`` are refused, so a hostile index cannot escape the run
+directory). :class:`LocalStorage` commits by writing into a staging directory, fsyncing every file
+and directory and renaming; its writer lock is ``flock`` on the run directory and on ``.lock``,
+released by the OS when the holder dies (:meth:`LocalStorage.lock` raises
+:class:`~highmark.errors.LockedError` naming a live holder). The object-store backends (S3 and
+any fsspec URL, and the in-memory double) live in :mod:`highmark.store.objectstore`, which never
+imports this module; :func:`open_storage` picks one of the two for a path or URL.
 
 On local disk nothing outside the run is ever written: a symbolic link inside the run is never
 followed by a write, a rename or a delete (:mod:`highmark.store.localfs`); the run directory itself
@@ -26,8 +26,9 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from highmark.errors import ConfigError, LockedError
-from highmark.store.base import (
-    COMMIT_MARKER,
+from highmark.store.localfs import CLOEXEC, DIR_FLAGS, NOFOLLOW, TMP_PREFIX, RunDir
+from highmark.store.objectstore import FsspecStorage
+from highmark.store.storage import (
     LOCK_NAME,
     Storage,
     StorageLock,
@@ -35,21 +36,9 @@ from highmark.store.base import (
     lock_holder,
     lock_record,
 )
-from highmark.store.localfs import CLOEXEC, DIR_FLAGS, NOFOLLOW, TMP_PREFIX, RunDir
-from highmark.store.objectstore import FsspecStorage, MemoryStorage
 from highmark.store.streaming import StreamingFile
 
-__all__ = [
-    "COMMIT_MARKER",
-    "LOCK_NAME",
-    "FsspecStorage",
-    "LocalStorage",
-    "MemoryStorage",
-    "Storage",
-    "StorageLock",
-    "check_relpath",
-    "open_storage",
-]
+__all__ = ["LocalStorage", "open_storage"]
 
 log = logging.getLogger(__name__)
 

@@ -13,15 +13,9 @@ from typing import Any
 import pytest
 
 from highmark.errors import ConfigError, CorruptCheckpointError, LockedError
-from highmark.store.backend import (
-    COMMIT_MARKER,
-    LOCK_NAME,
-    FsspecStorage,
-    LocalStorage,
-    MemoryStorage,
-    check_relpath,
-    open_storage,
-)
+from highmark.store.local import LocalStorage, open_storage
+from highmark.store.objectstore import FsspecStorage, MemoryStorage
+from highmark.store.storage import COMMIT_MARKER, LOCK_NAME, check_relpath
 
 
 @pytest.mark.parametrize(
@@ -196,7 +190,7 @@ def test_second_lock_on_a_held_run_names_the_holder(storage: Any) -> None:
 _HOLD = textwrap.dedent(
     """
     import json, sys
-    from highmark.store.backend import open_storage
+    from highmark.store.local import open_storage
     opts = json.loads(sys.argv[2]) if len(sys.argv) > 2 else None
     lock = open_storage(sys.argv[1], opts).lock("child")
     print("locked", flush=True)
@@ -257,6 +251,6 @@ def test_object_lock_of_a_live_holder_elsewhere_within_ttl_is_respected() -> Non
 
 
 def test_the_object_store_backends_do_not_import_the_local_backend() -> None:
-    code = "import sys, highmark.store.objectstore; print('highmark.store.backend' in sys.modules)"
+    code = "import sys, highmark.store.objectstore; print('highmark.store.local' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
