@@ -11,19 +11,19 @@ False
 
 from __future__ import annotations
 
-from highmark.policy.criteria import (
+from highmark.policy.criterion import Criterion
+from highmark.policy.patience import Patience
+from highmark.policy.prechelt import GeneralizationLoss, ProgressQuotient, SuccessiveIncreases
+from highmark.policy.rules import (
     AllOf,
     AnyOf,
-    Criterion,
     Divergence,
     MaxSteps,
     NonFinite,
     Threshold,
     TimeBudget,
 )
-from highmark.policy.monitor import ExponentialMovingAverage, MovingAverage
-from highmark.policy.patience import Patience
-from highmark.policy.prechelt import GeneralizationLoss, ProgressQuotient, SuccessiveIncreases
+from highmark.policy.smoothing import ExponentialMovingAverage, MovingAverage
 from highmark.policy.stopping import StopCause
 
 __all__ = [

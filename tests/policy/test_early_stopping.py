@@ -13,7 +13,8 @@ import pytest
 import highmark
 from highmark.criteria import GeneralizationLoss, MaxSteps, StopCause, Threshold
 from highmark.errors import ConfigError, MetricNotFoundError
-from highmark.policy.monitor import ExponentialMovingAverage, Monitor, MovingAverage
+from highmark.policy.monitor import Monitor
+from highmark.policy.smoothing import ExponentialMovingAverage, MovingAverage
 from highmark.policy.stopping import EarlyStopping
 
 NAN = math.nan

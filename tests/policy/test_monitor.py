@@ -12,12 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from highmark.errors import ConfigError, MetricNotFoundError
-from highmark.policy.monitor import (
-    ExponentialMovingAverage,
-    Monitor,
-    MovingAverage,
-    as_monitor,
-)
+from highmark.policy.monitor import Monitor, as_monitor
+from highmark.policy.smoothing import ExponentialMovingAverage, MovingAverage
 
 INF = math.inf
 NAN = math.nan

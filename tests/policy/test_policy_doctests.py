@@ -9,11 +9,12 @@ import pytest
 
 MODULES = [
     "highmark.criteria",
-    "highmark.policy.criteria",
+    "highmark.policy.rules",
     "highmark.policy.monitor",
     "highmark.policy.patience",
     "highmark.policy.plateau",
     "highmark.policy.prechelt",
+    "highmark.policy.schedule",
     "highmark.policy.smoothing",
     "highmark.policy.stopping",
 ]

@@ -17,7 +17,6 @@ from highmark.policy.retention import (
     Retention,
     best_record,
     retention_from_flags,
-    young_interval,
 )
 
 
@@ -159,16 +158,6 @@ def test_retention_from_flags_without_monitor_ignores_keep_best() -> None:
 def test_retention_from_flags_refuses_negative_counts() -> None:
     with pytest.raises(ConfigError, match="keep_last"):
         retention_from_flags(None, keep_last=-1)
-
-
-def test_young_interval_is_sqrt_of_twice_cost_times_mtbf() -> None:
-    assert young_interval(2.0, 3600.0) == pytest.approx(120.0)
-
-
-@pytest.mark.parametrize(("cost", "mtbf"), [(0.0, 10.0), (1.0, -1.0), (math.inf, 1.0)])
-def test_young_interval_refuses_non_positive_inputs(cost: float, mtbf: float) -> None:
-    with pytest.raises(ConfigError):
-        young_interval(cost, mtbf)
 
 
 def test_retention_docstring_examples_run() -> None:

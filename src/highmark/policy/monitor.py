@@ -12,24 +12,15 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from highmark.errors import ConfigError, MetricNotFoundError
-from highmark.policy.smoothing import (
-    ExponentialMovingAverage,
-    MovingAverage,
-    Smoothing,
-    smoothing_from_config,
-)
+from highmark.policy.smoothing import Smoothing, smoothing_from_config
 
 __all__ = [
-    "ExponentialMovingAverage",
     "Metrics",
     "Monitor",
-    "MovingAverage",
-    "Smoothing",
     "as_float",
     "as_monitor",
     "infer_mode",
     "resolve_mode",
-    "smoothing_from_config",
 ]
 
 Metrics = float | Mapping[str, Any]
@@ -205,8 +196,8 @@ class Monitor:
             ``"auto"``.
         min_delta: The smallest change that counts as an improvement (its absolute value is used).
         min_delta_mode: ``"abs"`` or ``"rel"`` (a fraction of ``|best|``).
-        smoothing: An optional filter (:class:`MovingAverage`, :class:`ExponentialMovingAverage`
-            or their config dict) applied by :meth:`observe`.
+        smoothing: An optional filter (:mod:`highmark.policy.smoothing`'s ``MovingAverage``,
+            ``ExponentialMovingAverage`` or their config dict) applied by :meth:`observe`.
 
     >>> m = Monitor("val_loss", mode="min", min_delta=0.1)
     >>> m.is_improvement(0.85, 1.0), m.is_improvement(0.95, 1.0)

@@ -7,15 +7,16 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from highmark.errors import ConfigError
-from highmark.policy.criteria import NUM, OPT_INT, _finite, _MonitorCriterion, check_state
-from highmark.policy.monitor import Metrics, Monitor, Smoothing, as_monitor
+from highmark.policy.criterion import NUM, OPT_INT, MonitorCriterion, check_state, finite_number
+from highmark.policy.monitor import Metrics, Monitor, as_monitor
+from highmark.policy.smoothing import Smoothing
 
 __all__ = ["UNITS", "Patience"]
 
 UNITS = ("evaluations", "steps", "seconds")
 
 
-class Patience(_MonitorCriterion):
+class Patience(MonitorCriterion):
     """Stops when the monitored value has not improved for ``patience`` evaluations/steps/seconds.
 
     The rule of Keras 3 and Lightning: ``wait`` counts evaluations since the last improvement; an
@@ -53,7 +54,7 @@ class Patience(_MonitorCriterion):
             raise ConfigError(f"patience must be {kind} >= 0, got {patience!r}")
         self.patience = patience
         self.unit = unit
-        self.baseline = None if baseline is None else _finite(baseline, "baseline")
+        self.baseline = None if baseline is None else finite_number(baseline, "baseline")
         self.clock: Callable[[], float] = clock or time.monotonic
         self.reset()
 

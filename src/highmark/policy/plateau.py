@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
 from highmark.errors import ConfigError
-from highmark.policy.criteria import NUM, check_state
+from highmark.policy.criterion import NUM, check_state
 from highmark.policy.monitor import Metrics, Monitor, as_monitor
 
 __all__ = ["ReduceLROnPlateau"]

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from highmark.errors import ConfigError
-from highmark.policy.criteria import NUM, OPT_NUM, _MonitorCriterion, check_state
+from highmark.policy.criterion import NUM, OPT_NUM, MonitorCriterion, check_state
 from highmark.policy.monitor import Metrics, Monitor
 
 __all__ = ["GeneralizationLoss", "ProgressQuotient", "SuccessiveIncreases"]
@@ -57,7 +57,7 @@ def _alpha(value: Any, what: str) -> float:
     return float(value)
 
 
-class _ErrorCriterion(_MonitorCriterion):
+class _ErrorCriterion(MonitorCriterion):
     def __init__(self, monitor: str | Monitor | None) -> None:
         super().__init__(monitor, "min" if isinstance(monitor, str) else None)  # errors
         self._check_mode()

@@ -31,7 +31,6 @@ __all__ = [
     "best_record",
     "monitored_value",
     "retention_from_flags",
-    "young_interval",
 ]
 
 
@@ -286,15 +285,3 @@ def retention_from_flags(
     if keep_every:
         rules.append(KeepEvery(keep_every))
     return Retention(rules, max_bytes=max_bytes)
-
-
-def young_interval(save_cost_s: float, mtbf_s: float) -> float:
-    """Young's optimal checkpoint interval ``sqrt(2 * save_cost * mtbf)`` in seconds.
-
-    Raises:
-        ConfigError: a cost or MTBF that is not a positive finite number.
-    """
-    for name, v in (("save_cost_s", save_cost_s), ("mtbf_s", mtbf_s)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
-            raise ConfigError(f"{name} must be a positive finite number, got {v!r}")
-    return math.sqrt(2.0 * save_cost_s * mtbf_s)

@@ -12,15 +12,16 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from highmark.errors import ConfigError
-from highmark.policy.base import OPT_INT, OPT_NUM, Criterion, check_state
-from highmark.policy.criteria import Divergence, Threshold
-from highmark.policy.monitor import Metrics, Monitor, Smoothing, as_monitor
+from highmark.policy.criterion import OPT_INT, OPT_NUM, Criterion, check_state
+from highmark.policy.monitor import Metrics, Monitor, as_monitor
 from highmark.policy.patience import Patience
+from highmark.policy.rules import Divergence, Threshold
+from highmark.policy.smoothing import Smoothing
 
 if TYPE_CHECKING:
     from highmark.policy.plateau import ReduceLROnPlateau
 
-__all__ = ["EarlyStopping", "Patience", "StopCause"]  # Patience re-exported from .patience
+__all__ = ["EarlyStopping", "StopCause"]
 
 
 class StopCause(str, Enum):

@@ -82,7 +82,8 @@ def parse_grid(options: Mapping[str, str | None]) -> list[dict[str, Any]]:
 
 def _criteria(spec: str, train_monitor: str) -> tuple[list[Any], dict[str, Any]]:
     """Criterion objects and EarlyStopping keywords for a ``+``-joined criteria spec."""
-    from highmark import criteria as crit
+    from highmark.policy.prechelt import GeneralizationLoss, ProgressQuotient, SuccessiveIncreases
+    from highmark.policy.rules import MaxSteps
 
     objects: list[Any] = []
     kwargs: dict[str, Any] = {}
@@ -93,17 +94,17 @@ def _criteria(spec: str, train_monitor: str) -> tuple[list[Any], dict[str, Any]]
         name = name.lower()
         try:
             if name == "gl":
-                objects.append(crit.GeneralizationLoss(float(arg)))
+                objects.append(GeneralizationLoss(float(arg)))
             elif name == "pq":
-                objects.append(crit.ProgressQuotient(float(arg), train_monitor=train_monitor))
+                objects.append(ProgressQuotient(float(arg), train_monitor=train_monitor))
             elif name == "up":
-                objects.append(crit.SuccessiveIncreases(int(arg)))
+                objects.append(SuccessiveIncreases(int(arg)))
             elif name == "threshold":
                 kwargs["stopping_threshold"] = float(arg)
             elif name == "divergence":
                 kwargs["divergence_threshold"] = float(arg)
             elif name == "maxsteps":
-                objects.append(crit.MaxSteps(int(arg)))
+                objects.append(MaxSteps(int(arg)))
             else:
                 raise ConfigError(
                     f"unknown criterion {item!r}; known: gl:A, pq:A, up:S, threshold:V, "
@@ -118,7 +119,7 @@ def _criteria(spec: str, train_monitor: str) -> tuple[list[Any], dict[str, Any]]
 
 def _smoothing(spec: str) -> Any:
     """A smoothing of the monitored value from ``ema:ALPHA``, ``ma:WINDOW`` or ``none``."""
-    from highmark.policy.monitor import ExponentialMovingAverage, MovingAverage
+    from highmark.policy.smoothing import ExponentialMovingAverage, MovingAverage
 
     name, _, arg = spec.strip().lower().partition(":")
     try:

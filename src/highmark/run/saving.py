@@ -127,7 +127,7 @@ def measure(run: Run, cost: float) -> None:
     """Re-estimates the save cost and, for ``save_every="auto"``, Young's interval."""
     if run.save_every != "auto" or run.mtbf is None:
         return
-    from highmark.policy.retention import young_interval
+    from highmark.policy.schedule import young_interval
 
     run._save_cost = cost if run._save_cost is None else 0.7 * run._save_cost + 0.3 * cost
     interval = young_interval(max(run._save_cost, 1e-6), run.mtbf)

@@ -14,30 +14,28 @@ from collections.abc import Mapping
 from typing import Any
 
 from highmark.errors import ConfigError
-
-# Criterion, check_state and the shared plumbing live in .base; still importable from here.
-from highmark.policy.base import NUM as NUM
-from highmark.policy.base import OPT_INT as OPT_INT
-from highmark.policy.base import OPT_NUM as OPT_NUM
-from highmark.policy.base import Clock, Criterion, check_state
-from highmark.policy.base import _finite as _finite
-from highmark.policy.base import _MonitorCriterion as _MonitorCriterion
+from highmark.policy.criterion import (
+    OPT_NUM,
+    Clock,
+    Criterion,
+    MonitorCriterion,
+    check_state,
+    finite_number,
+)
 from highmark.policy.monitor import Metrics, Monitor
 
 __all__ = [
     "AllOf",
     "AnyOf",
-    "Criterion",
     "Divergence",
     "MaxSteps",
     "NonFinite",
     "Threshold",
     "TimeBudget",
-    "check_state",
 ]
 
 
-class Threshold(_MonitorCriterion):
+class Threshold(MonitorCriterion):
     """Stops as soon as the monitored value is strictly better than ``value``.
 
     >>> t = Threshold(0.1, monitor="val_loss")
@@ -49,7 +47,7 @@ class Threshold(_MonitorCriterion):
 
     def __init__(self, value: float, monitor: str | Monitor | None = None, mode: str | None = None):
         super().__init__(monitor, mode)
-        self.value = _finite(value, "Threshold value")
+        self.value = finite_number(value, "Threshold value")
 
     def check(self, current: float, step: int) -> bool:
         """Applies the rule to an already looked-up value."""
@@ -193,7 +191,7 @@ class TimeBudget:
     kind = "TimeBudget"
 
     def __init__(self, seconds: float, clock: Clock | None = None) -> None:
-        self.seconds = _finite(seconds, "TimeBudget seconds")
+        self.seconds = finite_number(seconds, "TimeBudget seconds")
         if self.seconds < 0:
             raise ConfigError(f"TimeBudget seconds must be >= 0, got {seconds!r}")
         self.clock: Clock = clock or time.monotonic

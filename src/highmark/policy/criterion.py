@@ -1,8 +1,9 @@
 """The protocol every stopping criterion follows and the plumbing criteria share.
 
 :class:`Criterion` is what :class:`~highmark.policy.stopping.EarlyStopping` and the combinators
-accept; :func:`check_state` validates a loaded state dict; ``_MonitorCriterion`` is the base of the
-criteria that read the monitored value (Threshold, Patience, the Prechelt rules).
+accept; :func:`check_state` validates a loaded state dict; :class:`MonitorCriterion` is the base
+of the criteria that read the monitored value (Threshold, Patience, the Prechelt rules), and
+:func:`finite_number` checks a numeric argument.
 """
 
 from __future__ import annotations
@@ -14,7 +15,16 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from highmark.errors import ConfigError
 from highmark.policy.monitor import Metrics, Monitor, as_monitor
 
-__all__ = ["NUM", "OPT_INT", "OPT_NUM", "Clock", "Criterion", "check_state"]
+__all__ = [
+    "NUM",
+    "OPT_INT",
+    "OPT_NUM",
+    "Clock",
+    "Criterion",
+    "MonitorCriterion",
+    "check_state",
+    "finite_number",
+]
 
 Clock = Callable[[], float]
 
@@ -72,7 +82,7 @@ OPT_NUM = (int, float, type(None))
 OPT_INT = (int, type(None))
 
 
-class _MonitorCriterion:
+class MonitorCriterion:
     """Shared plumbing of criteria that read the monitored value."""
 
     kind: ClassVar[str] = ""
@@ -109,7 +119,8 @@ class _MonitorCriterion:
         return {"kind": self.kind, "monitor": self.monitor.key, "mode": self.monitor.mode}
 
 
-def _finite(value: Any, what: str) -> float:
+def finite_number(value: Any, what: str) -> float:
+    """``value`` as a float; ConfigError naming ``what`` unless it is a finite int or float."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ConfigError(f"{what} must be a finite number, got {value!r}")
     return float(value)
