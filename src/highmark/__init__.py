@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from highmark.policy.plateau import ReduceLROnPlateau
     from highmark.policy.retention import KeepBest, KeepEvery, KeepLast, MaxBytes, Retention
     from highmark.policy.stopping import EarlyStopping
-    from highmark.run import ResumableLoader, Run
+    from highmark.run.core import Run
+    from highmark.run.loader import ResumableLoader
     from highmark.store.index import CheckpointInfo
     from highmark.store.manager import CheckpointManager
     from highmark.store.verification import VerifyReport
@@ -54,8 +55,8 @@ _LAZY = {
     "CheckpointManager": "highmark.store.manager",
     "CheckpointInfo": "highmark.store.index",
     "VerifyReport": "highmark.store.verification",
-    "Run": "highmark.run",
-    "ResumableLoader": "highmark.run",
+    "Run": "highmark.run.core",
+    "ResumableLoader": "highmark.run.loader",
 }
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from highmark.replay import parse_grid, replay
+from highmark.replay import replay
 from highmark.replay.curves import load_curves
+from highmark.replay.grid import parse_grid
 
 pytestmark = [
     pytest.mark.slow,

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     from torch.utils.data import DataLoader, TensorDataset
 
     from highmark.cli.demo import build_data, build_model
-    from highmark.run import Run
+    from highmark.run.core import Run
 
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s")

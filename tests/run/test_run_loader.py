@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from highmark.errors import ConfigError
-from highmark.run import ResumableLoader
+from highmark.run.loader import ResumableLoader
 
 
 def _loader(seed: int | None = 5, dataset: Any = None) -> DataLoader[Any]:

@@ -204,7 +204,7 @@ def test_save_every_auto_logs_the_interval_from_youngs_formula(
         run.track(model=tiny[0], optimizer=tiny[1])
         drive(run, [1.0, 0.9, 0.95, 0.96], *tiny)
     assert any("Young's formula" in r.getMessage() for r in caplog.records)
-    assert (run._interval or 0.0) > 0
+    assert (run.schedule.interval or 0.0) > 0
 
 
 def test_run_json_and_history_describe_the_run(tmp_path: Path, tiny: Any) -> None:

@@ -333,7 +333,9 @@ if typer is not None:
 
         Each policy option takes a value, a list (2,5,10) or a range (0..30, 0..0.01:0.002).
         """
-        from highmark.replay import load_curves, parse_grid, replay
+        from highmark.replay import replay
+        from highmark.replay.curves import load_curves
+        from highmark.replay.grid import parse_grid
 
         grid = parse_grid({"patience": patience, "min_delta": min_delta,
                            "min_delta_mode": min_delta_mode, "baseline": baseline,

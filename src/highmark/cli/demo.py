@@ -109,7 +109,7 @@ def _train(out: str, max_epochs: int, seed: int, quiet: bool, say: Any, started:
     from torch.utils.data import DataLoader, TensorDataset
     from tqdm import tqdm
 
-    from highmark.run import Run
+    from highmark.run.core import Run
 
     torch.manual_seed(seed)
     x_train, y_train, x_val, y_val = build_data(seed)

@@ -39,22 +39,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from highmark.errors import ConfigError
-from highmark.replay.curves import Curve, load_curves
-from highmark.replay.grid import build_policy, parse_grid, parse_values, resolve_mode
+from highmark.replay.curves import Curve
+from highmark.replay.grid import build_policy, resolve_mode
 
-__all__ = [
-    "Curve",
-    "CurveResult",
-    "PolicyResult",
-    "ReplayResult",
-    "build_policy",
-    "evaluate",
-    "load_curves",
-    "parse_grid",
-    "parse_values",
-    "replay",
-    "resolve_mode",
-]
+__all__ = ["CurveResult", "PolicyResult", "ReplayResult", "evaluate", "replay"]
 
 
 @dataclass(frozen=True)

@@ -20,15 +20,18 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from highmark.errors import ConfigError
-from highmark.run import loop, saving, summary
+from highmark.policy.schedule import SaveSchedule
+from highmark.run import loop
 from highmark.run.defaults import DEFAULTS, build_stopping
 from highmark.run.loader import ResumableLoader
-from highmark.run.saving import _RESERVED
+from highmark.run.saving import RESERVED
 from highmark.run.signals import SignalCatcher
-from highmark.run.summary import summary_text
+from highmark.run.state import RunState
+from highmark.run.summary import summary_data, summary_text
 from highmark.store.runfiles import HistoryWriter, metric_value
 
 if TYPE_CHECKING:
+    from highmark.policy.monitor import Monitor
     from highmark.policy.stopping import EarlyStopping
     from highmark.store.manager import CheckpointManager
     from highmark.store.storage import Storage
@@ -120,61 +123,28 @@ class Run:
     ) -> None:
         from highmark.store.manager import CheckpointManager
 
-        self.stopping = build_stopping(monitor, mode, patience, stopping, stopping_kwargs)
-        saving.check_save_every(save_every, mtbf)
-        self.save_every, self.mtbf = save_every, None if mtbf is None else float(mtbf)
-        self.restore_best, self.resume, self.handle_signals = restore_best, resume, handle_signals
-        self.monitor = self.stopping.monitor
-        self.manager: CheckpointManager = CheckpointManager(
+        stopper = build_stopping(monitor, mode, patience, stopping, stopping_kwargs)
+        schedule = SaveSchedule(save_every, mtbf)
+        manager = CheckpointManager(
             directory,
-            monitor=self.monitor,
+            monitor=stopper.monitor,
             keep_best=keep_best,
             keep_last=keep_last,
             keep_every=keep_every,
             async_save=async_save,
             storage_options=dict(storage_options or {}),
         )
-        self.directory = str(self.manager.directory)
-        self._history = HistoryWriter(self.manager.storage)
-        self._tracked: dict[str, Any] = {}
-        self._fences: list[Any] = []  # hook handles of deferred async saves
-        self._loaders: dict[str, ResumableLoader[Any]] = {}
-        self._loader_states: dict[str, Any] = {}
-        self._signals = SignalCatcher()
-        # where the loop stands
-        self._unit: str | None = None  # "epoch" | "step" once a loop started
-        self._budget: int | None = None
-        self._done = 0  # completed epochs (epoch loop) or steps (step loop)
-        self._current: int | None = None  # the epoch/step whose body runs now
-        self._in_body = False
-        self._began = False  # the loop started (resumed or not) and owns run.json
-        self._reported: int | None = None  # the epoch/step reported last
-        self._evaluations = self._batches = self._history_len = 0
-        self._best_metrics: dict[str, float | None] | None = None
-        self._last_metrics: dict[str, float | None] = {}
-        self._resume_partial = False  # resumed from a checkpoint taken mid-epoch
-        self._pending: str | None = None  # why the next boundary saves
-        self._last_saved: int | None = None  # _done at the last save
-        # save timing (stall measured on the loop's thread)
-        self._evals_since_save = 0
-        self._last_save_time = time.monotonic()
-        self._save_cost: float | None = None
-        self._interval: float | None = None
-        self.save_stall_s = 0.0
-        self.saves = 0
-        # how this session relates to earlier ones
-        self._started = time.time()
-        self._wall_before = 0.0
-        self._resumed: list[dict[str, Any]] = []
-        self._resumed_from: int | None = None
-        self._continued: str | None = None
-        self._already_over: str | None = None
-        self._restored_from: int | None = None
-        self._status = "running"
-        self._signalled = False
-        self._finished = False
-        self._closed = False
-        self._summary_cache: dict[str, Any] | None = None
+        self._state = RunState(
+            directory=str(manager.directory),
+            stopping=stopper,
+            manager=manager,
+            history=HistoryWriter(manager.storage),
+            schedule=schedule,
+            signals=SignalCatcher(),
+            restore_best=restore_best,
+            resume=resume,
+            handle_signals=handle_signals,
+        )
 
     # ------------------------------------------------------------------ public surface
     def track(self, **objects: Any) -> Run:
@@ -190,19 +160,20 @@ class Run:
         """
         from highmark.state.torch import check_state_object, fence_hooks
 
-        if self._unit is not None:
+        state = self._state
+        if state.unit is not None:
             raise ConfigError("track() must be called before the loop starts")
         for name, obj in objects.items():
             if obj is None:
                 continue
-            if name == _RESERVED:
-                raise ConfigError(f"{_RESERVED!r} is reserved for the run's own state")
-            if name in self._tracked:
+            if name == RESERVED:
+                raise ConfigError(f"{RESERVED!r} is reserved for the run's own state")
+            if name in state.tracked:
                 raise ConfigError(f"{name!r} is already tracked")
             check_state_object(name, obj)
-            self._tracked[name] = obj
-            if self.manager.deferred:
-                self._fences += fence_hooks(self.manager.fence, [obj])
+            state.tracked[name] = obj
+            if state.manager.deferred:
+                state.fences += fence_hooks(state.manager.fence, [obj])
         return self
 
     def loader(self, iterable: Iterable[T], name: str | None = None) -> ResumableLoader[T]:
@@ -215,18 +186,19 @@ class Run:
             iterable: the DataLoader.
             name: a stable name (default: ``loader0``, ``loader1``, ... in creation order).
         """
-        for existing in self._loaders.values():
+        loaders = self._state.loaders
+        for existing in loaders.values():
             if existing.iterable is iterable:  # wrapping the same loader again (each epoch)
                 return existing  # type: ignore[return-value]
-        name = name or f"loader{len(self._loaders)}"
-        if name in self._loaders:
+        name = name or f"loader{len(loaders)}"
+        if name in loaders:
             raise ConfigError(f"a loader named {name!r} already exists")
         wrapped: ResumableLoader[T] = ResumableLoader(
-            iterable, boundary=functools.partial(loop.loader_boundary, self)
+            iterable, boundary=functools.partial(loop.loader_boundary, self._state)
         )
-        if name in self._loader_states:
-            wrapped.load_state_dict(self._loader_states.pop(name))
-        self._loaders[name] = wrapped
+        if name in self._state.loader_states:
+            wrapped.load_state_dict(self._state.loader_states.pop(name))
+        loaders[name] = wrapped
         return wrapped
 
     def epochs(self, max_epochs: int) -> Iterator[int]:
@@ -236,14 +208,14 @@ class Run:
         interrupted mid-way, with its loaders skipping what was consumed). Call
         :meth:`report` once per epoch, at the end of the body.
         """
-        return loop.start(self, "epoch", max_epochs)
+        return loop.start(self._state, "epoch", max_epochs)
 
     def steps(self, max_steps: int) -> Iterator[int]:
         """Yields step numbers (from 0) until the stopper says stop or ``max_steps`` are done.
 
         Call :meth:`report` every N steps; each step is a boundary where saves happen.
         """
-        return loop.start(self, "step", max_steps)
+        return loop.start(self._state, "step", max_steps)
 
     def report(self, **metrics: Any) -> bool:
         """Records one evaluation: writes the history, updates the stopper, schedules a save.
@@ -256,61 +228,112 @@ class Run:
             MetricNotFoundError: the monitored metric is missing.
             TypeError: a value is not a number.
         """
-        if not self._in_body or self._current is None:
+        state = self._state
+        if not state.in_body or state.current is None:
             raise ConfigError("report() must be called inside the body of run.epochs()/steps()")
-        step = self._current
-        if self._reported == step:
-            raise ConfigError(f"report() was already called for {self._unit} {step}")
+        step = state.current
+        if state.reported == step:
+            raise ConfigError(f"report() was already called for {state.unit} {step}")
         clean = {k: metric_value(k, v) for k, v in metrics.items()}
         given = {k: v for k, v in clean.items() if v is not None}
-        before = self.stopping.best_step
-        stop = self.stopping.update(given, step=step)
-        improved = self.stopping.best_step == step and before != step
-        self._reported = step
-        self._evaluations += 1
-        self._evals_since_save += 1
-        epoch = step if self._unit == "epoch" else None
-        self._history.append({"step": step, "epoch": epoch, "time": time.time(), "metrics": clean})
-        self._history_len += 1
-        self._last_metrics = clean
+        before = state.stopping.best_step
+        stop = state.stopping.update(given, step=step)
+        improved = state.stopping.best_step == step and before != step
+        state.reported = step
+        state.evaluations += 1
+        state.schedule.evaluated()
+        epoch = step if state.unit == "epoch" else None
+        state.history.append({"step": step, "epoch": epoch, "time": time.time(), "metrics": clean})
+        state.history_len += 1
+        state.last_metrics = clean
         if improved:
-            self._best_metrics = dict(clean)
-            self._pending = "best"
+            state.best_metrics = dict(clean)
+            state.pending = "best"
         elif stop:
-            self._pending = "final"
-        elif saving.due(self):
-            self._pending = self._pending or "interval"
+            state.pending = "final"
+        elif state.schedule.due():
+            state.pending = state.pending or "interval"
         if stop:
-            logger.info("%s: stopping at %s %d: %s", self.directory, self._unit, step, self.reason)
+            logger.info("%s: stopping at %s %d: %s", self.directory, state.unit, step, self.reason)
         return bool(stop)
 
     def summary(self) -> str:
         """A readable multi-line account of the run (best, why it stopped, checkpoints, resume)."""
-        return summary_text(self._summary_data())
+        return summary_text(summary_data(self._state))
 
     def close(self) -> None:
         """Ends the run: finishes a loop that is still open, waits for saves, releases the lock."""
-        if self._closed:
-            return
-        try:
-            if self._began and not self._finished:
-                self._finish("interrupted")
-        finally:
-            self._closed = True
-            self._signals.uninstall()
-            for handle in self._fences:
-                handle.remove()
-            self.manager.close()
+        loop.close(self._state)
 
     def __enter__(self) -> Run:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is not None:
-            loop.record_exit(self, exc_type)
+            loop.record_exit(self._state, exc_type)
         self.close()
 
     # properties
+    @property
+    def stopping(self) -> EarlyStopping:
+        """The stopping policy (its ``best``, ``wait``, ``reason``, ``stopped_step``...)."""
+        return self._state.stopping
+
+    @property
+    def monitor(self) -> Monitor:
+        """The stopper's Monitor, which ranks the checkpoints too."""
+        return self._state.monitor
+
+    @property
+    def manager(self) -> CheckpointManager:
+        """The run's checkpoint store."""
+        return self._state.manager
+
+    @property
+    def directory(self) -> str:
+        """The run directory (path or URL)."""
+        return self._state.directory
+
+    @property
+    def schedule(self) -> SaveSchedule:
+        """When the run saves: every ``save_every`` evaluations, or at Young's interval."""
+        return self._state.schedule
+
+    @property
+    def save_every(self) -> int | str:
+        """The ``save_every`` argument."""
+        return self._state.schedule.every
+
+    @property
+    def mtbf(self) -> float | None:
+        """The ``mtbf`` argument, in seconds."""
+        return self._state.schedule.mtbf
+
+    @property
+    def restore_best(self) -> bool:
+        """Whether the best weights are loaded back when the loop ends."""
+        return self._state.restore_best
+
+    @property
+    def resume(self) -> bool:
+        """Whether the run continues from its directory's latest checkpoint."""
+        return self._state.resume
+
+    @property
+    def handle_signals(self) -> bool:
+        """Whether SIGTERM / SIGINT / SIGUSR1 save and exit cleanly."""
+        return self._state.handle_signals
+
+    @property
+    def save_stall_s(self) -> float:
+        """How long the loop waited for saves this session, in seconds."""
+        return self._state.save_stall_s
+
+    @property
+    def saves(self) -> int:
+        """How many checkpoints this session saved."""
+        return self._state.saves
+
     @property
     def best_step(self) -> int | None:
         """The epoch/step of the best evaluation (the stopper's ``best_step``)."""
@@ -324,7 +347,8 @@ class Run:
     @property
     def best_metrics(self) -> dict[str, float | None] | None:
         """Every metric reported at the best evaluation."""
-        return None if self._best_metrics is None else dict(self._best_metrics)
+        best = self._state.best_metrics
+        return None if best is None else dict(best)
 
     @property
     def stopped(self) -> bool:
@@ -334,7 +358,7 @@ class Run:
     @property
     def stop_reason(self) -> str | None:
         """Why the run stopped (a sentence), or None while it has not."""
-        return self.reason if self.stopped else None
+        return self._state.stop_reason
 
     @property
     def reason(self) -> str | None:
@@ -345,7 +369,8 @@ class Run:
     @property
     def epoch(self) -> int:
         """The epoch being run, or the number of epochs completed (in a step loop: the step)."""
-        return self._current if self._in_body and self._current is not None else self._done
+        state = self._state
+        return state.current if state.in_body and state.current is not None else state.done
 
     @property
     def step(self) -> int:
@@ -355,31 +380,14 @@ class Run:
     @property
     def status(self) -> str:
         """``running``, ``stopped``, ``budget``, ``failed`` or ``interrupted``."""
-        return self._status
+        return self._state.status
 
     @property
     def resumed_from(self) -> int | None:
         """The epoch/step of the checkpoint this session resumed from."""
-        return self._resumed_from
+        return self._state.resumed_from
 
     @property
     def restored_from(self) -> int | None:
         """The step whose weights the tracked model holds after the loop (restore_best)."""
-        return self._restored_from
-
-    # ------------------------------------------------------------------ the end
-    def _finish(self, status: str) -> None:
-        loop.finish(self, status)
-
-    # ------------------------------------------------------------------ run.json
-    def _run_info(self) -> dict[str, Any]:
-        return summary.run_info(self)
-
-    def _write_run_info(self) -> None:
-        try:
-            self._history.write_run_info(self._run_info())
-        except OSError:
-            logger.exception("%s: could not write run.json", self.directory)
-
-    def _summary_data(self) -> dict[str, Any]:
-        return summary.summary_data(self)
+        return self._state.restored_from

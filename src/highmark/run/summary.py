@@ -1,4 +1,4 @@
-"""The text of :meth:`highmark.Run.summary`."""
+"""What a :class:`~highmark.Run` says about itself: ``run.json`` and its summary text."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from highmark.run.core import Run
+    from highmark.run.state import RunState
 
-__all__ = ["run_info", "summary_data", "summary_text"]
+__all__ = ["run_info", "summary_data", "summary_text", "write_run_info"]
 
 logger = logging.getLogger("highmark.run.core")
 
@@ -106,59 +106,70 @@ def _stop_cause(stopping: Any) -> str | None:
     return None if value in (None, "not_stopped") else str(value)
 
 
-def run_info(run: Run) -> dict[str, Any]:
+def run_info(state: RunState) -> dict[str, Any]:
     """The content of ``run.json`` (format in docs/design.md)."""
     now = time.time()
     return {
-        "monitor": run.monitor.key,
-        "mode": run.monitor.mode,
-        "unit": run._unit,
-        "budget": run._budget,
-        "started": run._started,
+        "monitor": state.monitor.key,
+        "mode": state.monitor.mode,
+        "unit": state.unit,
+        "budget": state.budget,
+        "started": state.started,
         "updated": now,
-        "wall_time": run._wall_before + (now - run._started),
-        "status": run._status,
-        "stop_reason": run.stop_reason,
-        "stop_cause": _stop_cause(run.stopping),
-        "stop_step": getattr(run.stopping, "stopped_step", None),
-        "best_step": run.stopping.best_step,
-        "best_metrics": run._best_metrics,
-        "epochs_run": run._done if run._unit == "epoch" else None,
-        "steps_run": run._done if run._unit == "step" else run._batches,
-        "policy": run.stopping.config(),
-        "resumed": list(run._resumed),
-        "continued": run._continued,
+        "wall_time": state.wall_before + (now - state.started),
+        "status": state.status,
+        "stop_reason": state.stop_reason,
+        "stop_cause": _stop_cause(state.stopping),
+        "stop_step": getattr(state.stopping, "stopped_step", None),
+        "best_step": state.stopping.best_step,
+        "best_metrics": state.best_metrics,
+        "epochs_run": state.done if state.unit == "epoch" else None,
+        "steps_run": state.done if state.unit == "step" else state.batches,
+        "policy": state.stopping.config(),
+        "resumed": list(state.resumed),
+        "continued": state.continued,
     }
 
 
-def summary_data(run: Run) -> dict[str, Any]:
+def write_run_info(state: RunState) -> None:
+    """Replaces ``run.json`` with :func:`run_info`; a failure is logged, not raised (``run.json``
+    is a summary: the checkpoints are the run's truth)."""
+    try:
+        state.history.write_run_info(run_info(state))
+    except OSError:
+        logger.exception("%s: could not write run.json", state.directory)
+
+
+def summary_data(state: RunState) -> dict[str, Any]:
     """The facts :func:`summary_text` renders (cached when the loop ends)."""
-    if run._summary_cache is not None and run._finished:
-        return {**run._summary_cache, "status": run._status}
+    if state.summary_cache is not None and state.finished:
+        return {**state.summary_cache, "status": state.status}
     checkpoints: list[tuple[int, bool, str]]
     try:
-        checkpoints = [(c.step, c.is_best, str(c.kept_by or "")) for c in run.manager.checkpoints()]
+        checkpoints = [
+            (c.step, c.is_best, str(c.kept_by or "")) for c in state.manager.checkpoints()
+        ]
     except Exception:  # a closed manager: keep what the end of the loop recorded
         checkpoints = []
     return {
-        "directory": run.directory,
-        "unit": run._unit or "epoch",
-        "budget": run._budget,
-        "done": run._done,
-        "status": run._status,
-        "monitor": run.monitor.key,
-        "best_step": run.stopping.best_step,
-        "best": run.stopping.best,
-        "best_metrics": run._best_metrics,
-        "stop_reason": run.stop_reason,
-        "stop_step": getattr(run.stopping, "stopped_step", None),
-        "evaluations": run._evaluations,
+        "directory": state.directory,
+        "unit": state.unit or "epoch",
+        "budget": state.budget,
+        "done": state.done,
+        "status": state.status,
+        "monitor": state.monitor.key,
+        "best_step": state.stopping.best_step,
+        "best": state.stopping.best,
+        "best_metrics": state.best_metrics,
+        "stop_reason": state.stop_reason,
+        "stop_step": getattr(state.stopping, "stopped_step", None),
+        "evaluations": state.evaluations,
         "checkpoints": checkpoints,
-        "restored_from": run._restored_from,
-        "restore_best": run.restore_best,
-        "resumed_from": run._resumed_from,
-        "continued": run._continued,
-        "already_over": run._already_over,
-        "saves": run.saves,
-        "save_stall_s": run.save_stall_s,
+        "restored_from": state.restored_from,
+        "restore_best": state.restore_best,
+        "resumed_from": state.resumed_from,
+        "continued": state.continued,
+        "already_over": state.already_over,
+        "saves": state.saves,
+        "save_stall_s": state.save_stall_s,
     }

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from highmark.errors import ConfigError
-from highmark.replay import parse_grid, parse_values, replay, resolve_mode
+from highmark.replay import replay
 from highmark.replay.curves import Curve, curve_from_csv, curve_from_json, load_curves
+from highmark.replay.grid import parse_grid, parse_values, resolve_mode
 
 # best anywhere: 0.65 at step 7; the plateau 3..6 ends the patience 1/3/4 policies early.
 LOSS = [1.0, 0.8, 0.7, 0.75, 0.72, 0.71, 0.9, 0.65, 0.8, 0.85]
