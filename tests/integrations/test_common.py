@@ -11,7 +11,8 @@ import pytest
 
 from highmark import EarlyStopping
 from highmark.errors import ConfigError
-from highmark.integrations._common import Session, make_stopper, require, scalar_metrics
+from highmark.integrations._common import make_stopper, require, scalar_metrics
+from highmark.integrations._session import Session
 from highmark.store.runfiles import read_run_info
 
 
@@ -100,7 +101,7 @@ def test_a_continued_run_with_a_damaged_run_json_is_written_anew_with_a_warning(
     (tmp_path / "run" / "run.json").write_text("{torn")
     session = _session(directory, restore_best=False)
     session.resume = True
-    with caplog.at_level(logging.WARNING, logger="highmark.integrations._common"):
+    with caplog.at_level(logging.WARNING, logger="highmark.integrations._session"):
         session.open()
     assert "run.json" in caplog.text
     session.close("budget")

@@ -1,33 +1,37 @@
-"""Glue shared by the framework integrations: version checks, policy, store and history.
+"""What every ``HighmarkCallback`` shares: one signature with Run's defaults, and small helpers.
 
-Imports no framework. Each integration builds one :class:`Session` and maps its framework's hooks
-onto :meth:`Session.evaluate`, :meth:`Session.save`, :meth:`Session.resume_state` and
-:meth:`Session.best_state`, so every framework writes an ordinary highmark run.
+Imports no framework. :class:`CallbackBase` holds the one constructor of the Lightning, Keras and
+Hugging Face callbacks: the arguments of :class:`~highmark.Run`, with its defaults
+(:data:`~highmark.run.defaults.DEFAULTS`), gathered into :class:`CallbackSettings`; each
+framework module implements only :meth:`CallbackBase._configure`, the framework glue, and its
+hooks. :func:`require` checks a framework's version, :func:`make_stopper` builds the stopping
+policy, :func:`scalar_metrics` keeps the metrics that are one number.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import importlib.metadata
-import logging
-import math
+import inspect
 import os
 import re
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from highmark.errors import CheckpointError, ConfigError, CorruptCheckpointError
-from highmark.policy.retention import KeepBest
+from highmark.errors import ConfigError
+from highmark.integrations._session import Session
 from highmark.policy.stopping import EarlyStopping
-from highmark.run.defaults import patience_budget_note
-from highmark.store.index import CheckpointInfo
-from highmark.store.manager import CheckpointManager
-from highmark.store.runfiles import HistoryWriter, read_history, read_run_info
+from highmark.run.defaults import DEFAULTS
 
-__all__ = ["CallbackBase", "Session", "make_stopper", "require", "scalar_metrics"]
-
-logger = logging.getLogger(__name__)
+__all__ = [
+    "CallbackBase",
+    "CallbackSettings",
+    "make_stopper",
+    "monitor_default",
+    "require",
+    "scalar_metrics",
+]
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:
@@ -76,7 +80,7 @@ def make_stopper(
                 f"not both (got stopping and {sorted(options)})"
             )
         return stopping
-    return EarlyStopping(monitor=monitor, mode=mode, patience=patience, **options)  # type: ignore[arg-type]
+    return EarlyStopping(monitor=monitor, mode=mode, patience=patience, **options)
 
 
 def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -92,341 +96,142 @@ def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def _count(info: Mapping[str, Any], key: str) -> int:
-    value = info.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+@dataclass(frozen=True)
+class CallbackSettings:
+    """The arguments a ``HighmarkCallback`` was built with (see :class:`CallbackBase`)."""
 
+    directory: str
+    monitor: str
+    mode: str
+    patience: int
+    stopping: EarlyStopping | None
+    keep_best: int
+    keep_last: int
+    keep_every: int | None
+    async_save: bool | str
+    restore_best: bool
+    resume: bool | str
+    storage_options: Mapping[str, Any] | None
+    options: dict[str, Any]  #: any other EarlyStopping argument
 
-def _json_float(value: float) -> float | None:
-    return value if math.isfinite(value) else None
+    def store(self) -> dict[str, Any]:
+        """The arguments that say what is kept and how: keep_*, async_save, restore_best, resume."""
+        return {
+            "keep_best": self.keep_best,
+            "keep_last": self.keep_last,
+            "keep_every": self.keep_every,
+            "async_save": self.async_save,
+            "restore_best": self.restore_best,
+            "resume": self.resume,
+        }
 
-
-class Session:
-    """The framework-independent half of every ``HighmarkCallback``: policy, store and history.
-
-    Only the writing process (rank 0) calls :meth:`open`; every process runs the policy.
-    """
-
-    def __init__(
-        self,
-        directory: str | os.PathLike[str],
-        *,
-        framework: str,
-        unit: str,
-        stopper: EarlyStopping,
-        keep_best: int,
-        keep_last: int,
-        keep_every: int | None,
-        async_save: bool | str,
-        restore_best: bool,
-        resume: bool,
-        storage_options: Mapping[str, Any] | None,
-    ) -> None:
-        self.directory = os.fspath(directory)
-        self.framework = framework
-        self.unit = unit
-        self.stopper = stopper
-        self.keep_best = keep_best
-        self.keep_last = keep_last
-        self.keep_every = keep_every
-        self.async_save = async_save
-        self.restore_best = restore_best
-        self.resume = resume
-        self.storage_options = dict(storage_options) if storage_options else None
-        self.manager: CheckpointManager | None = None
-        self.history: HistoryWriter | None = None
-        self.started = time.time()
-        self.evaluations = 0
-        self.last_step: int | None = None
-        self.resumed_from: int | None = None
-        self.resumed_metadata: dict[str, Any] = {}  # of the checkpoint resumed from
-        self.budget: int | None = None
-        self.epochs_run = 0
-        self.records = 0
-        self.steps_run = 0
-        self._info: dict[str, Any] = {}
-        self._fences: list[Any] = []  # hook handles of deferred async saves
-        self._replace_after: int | None = None  # see continue_from
-
-    # -- lifecycle ---------------------------------------------------------------------------
-    def open(self) -> None:
-        """Opens the run for writing (takes the lock) and starts its history."""
-        if self.manager is not None:
-            return
-        if self.budget is not None and self.unit == "epoch":
-            self.warn_patience_budget(self.budget, "epoch")
-        self.manager = CheckpointManager(
-            self.directory,
-            monitor=self.stopper.monitor,
-            keep_best=self.keep_best,
-            keep_last=self.keep_last,
-            keep_every=self.keep_every,
-            async_save=self.async_save,
+    def session(
+        self, framework: str, unit: str, stopper: EarlyStopping, directory: str | None = None
+    ) -> Session:
+        """A :class:`Session` writing to ``directory`` (default: the one given) with ``stopper``."""
+        store = {**self.store(), "resume": bool(self.resume)}
+        return Session(
+            self.directory if directory is None else directory,
+            framework=framework,
+            unit=unit,
+            stopper=stopper,
             storage_options=self.storage_options,
+            **store,
         )
-        if self.manager.latest is None:
-            self.history = HistoryWriter(self.manager.storage)
-            self.history.truncate(0)  # a fresh run: nothing of an earlier attempt is kept
-            self.records = 0
-        elif not self.resume:
-            self.manager.close()
-            self.manager = None
-            raise ConfigError(
-                f"{self.directory} already holds checkpoints and resume=False: remove the "
-                "directory (or choose another) to start over, or pass resume=True to continue"
-            )
-        else:
-            try:
-                self.history = HistoryWriter(self.manager.storage)
-                history = read_history(self.directory, storage_options=self.storage_options)
-                self.records = len(history)
-                self._continue_info()
-            except BaseException:
-                self.manager.close()
-                self.manager, self.history = None, None
-                raise
-        self._write_info("running")
-
-    def _continue_info(self) -> None:
-        """Takes up the run's ``run.json`` when continuing it: its start, its ``resumed`` list and
-        the epochs and steps run so far stay; only what this session changes is rewritten."""
-        try:
-            info = read_run_info(self.directory, storage_options=self.storage_options)
-        except CorruptCheckpointError as exc:  # run.json is a summary; the checkpoints are truth
-            logger.warning("%s; it is written anew from this session", exc)
-            return
-        if info is None:
-            return
-        resumed = info.get("resumed")
-        self._info = {**info, "resumed": list(resumed) if isinstance(resumed, list) else []}
-        self.epochs_run, self.steps_run = _count(info, "epochs_run"), _count(info, "steps_run")
-
-    @contextlib.contextmanager
-    def reading(self) -> Iterator[CheckpointManager]:
-        """The open writer, or a read-only view of the run (closed after use) elsewhere."""
-        if self.manager is not None:
-            yield self.manager
-            return
-        with CheckpointManager(
-            self.directory,
-            monitor=self.stopper.monitor,
-            storage_options=self.storage_options,
-            read_only=True,
-        ) as manager:
-            yield manager
-
-    def latest(self) -> CheckpointInfo | None:
-        """The run's latest checkpoint, if any."""
-        with self.reading() as manager:
-            return manager.latest
-
-    def install_fences(self, objects: Iterable[Any]) -> None:
-        """With ``async_save="deferred"``, makes ``objects`` wait for each save's copy before
-        they change the saved state: optimizers before their step, modules holding buffers
-        before their forward pass (:func:`highmark.state.torch.fence_hooks`). Undone by
-        :meth:`close`.
-        """
-        if self.manager is None or not self.manager.deferred:
-            return
-        from highmark.state.torch import fence_hooks  # only the torch-based integrations get here
-
-        self._fences += fence_hooks(self.manager.fence, objects)
-
-    def close(self, status: str) -> None:
-        """Waits for pending saves, records the final status and releases the run."""
-        if self.manager is None:
-            return
-        try:
-            self.manager.wait()
-            self._write_info(status)
-        finally:
-            for handle in self._fences:
-                handle.remove()
-            self._fences.clear()
-            self.manager.close()
-            self.manager = None
-            self.history = None
-
-    # -- policy and store --------------------------------------------------------------------
-    def evaluate(self, step: int, metrics: Mapping[str, float], epoch: int | None = None) -> bool:
-        """Feeds one evaluation to the policy (and the history when writing); returns stop."""
-        stop = self.stopper.update(dict(metrics), step=step)
-        self.evaluations += 1
-        self.last_step = step
-        if self.history is not None:
-            record = {"step": step, "epoch": epoch, "time": time.time(), "metrics": dict(metrics)}
-            self.history.append(record)
-            self.records += 1
-        return stop
-
-    def save(
-        self,
-        step: int,
-        state: dict[str, Any],
-        metrics: Mapping[str, float],
-        metadata: Mapping[str, Any] | None = None,
-    ) -> CheckpointInfo | None:
-        """Saves ``state`` plus the stopper's state as checkpoint ``step`` (writer only)."""
-        if self.manager is None:
-            return None
-        full = dict(state)
-        full["stopper"] = self.stopper.state_dict()
-        meta = {"framework": self.framework, "history_records": self.records, **(metadata or {})}
-        replace = self._replace_after is not None and step > self._replace_after
-        info = self.manager.save(step, full, metrics=dict(metrics), metadata=meta, force=replace)
-        self._write_info("running")
-        return info
-
-    def resume_state(self, keys: Sequence[str] | None = None) -> tuple[int, Any] | None:
-        """Loads the latest checkpoint and its stopper state when resuming: (step, state)."""
-        if not self.resume:
-            return None
-        with self.reading() as manager:
-            latest = manager.latest
-            if latest is None:
-                return None
-            wanted = None if keys is None else [*keys, "stopper"]
-            state = manager.restore(latest.step, keys=wanted)
-        self.stopper.load_state_dict(state.pop("stopper"))
-        self.resumed_from = latest.step
-        self.resumed_metadata = dict(latest.metadata)
-        if self.stopper.should_stop:
-            logger.info("run %s had stopped: %s", self.directory, self.stopper.reason)
-        if self.manager is not None and self.history is not None:
-            self.manager.protect(latest.step, "resumed from")
-            self.history_to(int(latest.metadata.get("history_records", self.records)))
-            resumed = list(self._info.get("resumed", []))
-            resumed.append({"from_step": latest.step, "at": time.time()})
-            self._info["resumed"] = resumed
-        logger.info("resuming %s from checkpoint step %d", self.directory, latest.step)
-        return latest.step, state
-
-    def continue_from(self, stopper_state: Mapping[str, Any], step: int, records: int) -> None:
-        """Continues the run from the framework's own checkpoint at ``step``, which restored the
-        rest: the stopper takes ``stopper_state``, the history goes back to ``records`` records
-        (when >= 0), and a checkpoint already saved at a later step (by a continuation that was
-        abandoned) is replaced when training reaches that step again, as the framework does.
-        """
-        self.stopper.load_state_dict(stopper_state)
-        self.resumed_from = self._replace_after = step
-        if self.history is not None:
-            if records >= 0:
-                self.history_to(records)
-            resumed = list(self._info.get("resumed", []))
-            resumed.append({"from_step": step, "at": time.time(), "by": self.framework})
-            self._info["resumed"] = resumed
-        logger.info(
-            "%s continues from the %s checkpoint of step %d", self.directory, self.framework, step
-        )
-
-    def history_to(self, records: int) -> None:
-        """Drops the history records made after the checkpoint a run resumes from."""
-        if self.history is not None and records < self.records:
-            self.history.truncate(records)
-            self.records = records
-
-    def ranked(self) -> tuple[CheckpointInfo | None, list[CheckpointInfo], CheckpointInfo | None]:
-        """The run's checkpoints as a checkpoint callback reports them: the best (the stopper's
-        rule), the ``keep_best`` best by the monitored metric (best first) and the latest."""
-        with self.reading() as manager:
-            best, latest, saved = manager.best, manager.latest, manager.checkpoints()
-        by_step = {info.step: info for info in saved}
-        top = KeepBest(max(self.keep_best, 1), self.stopper.monitor).ranked(saved)
-        return best, [by_step[record.step] for record, _ in top[: max(self.keep_best, 1)]], latest
-
-    def best_state(self, keys: Sequence[str]) -> tuple[int, Any] | None:
-        """The state of the best checkpoint (only ``keys``), or None when there is none."""
-        with self.reading() as manager:
-            manager.wait()
-            best = manager.best
-            if best is None:
-                return None
-            return best.step, manager.restore(best.step, keys=list(keys))
-
-    def warn_patience_budget(self, budget: int, unit: str) -> None:
-        """Logs a warning when patience cannot run out within ``budget`` evaluations."""
-        note = patience_budget_note(self.stopper, budget, unit)
-        if note is not None:
-            logger.warning("%s: %s", self.directory, note)
-
-    def load_best(self, load_model: Callable[[Any], None]) -> int | None:
-        """Hands the best checkpoint's ``"model"`` state to ``load_model``; returns its step.
-
-        A best checkpoint that cannot be restored (damaged, missing, unreadable) is found so
-        before any of its bytes reaches the model (a restore verifies every byte first): the
-        model keeps its last weights, a warning says why, and None is returned.
-        """
-        try:
-            best = self.best_state(["model"])
-        except (CheckpointError, OSError) as err:
-            logger.warning(
-                "%s: the best checkpoint cannot be restored, the model keeps its last weights: %s",
-                self.directory, err,
-            )  # fmt: skip
-            return None
-        if best is None:
-            return None
-        step, state = best
-        load_model(state["model"])
-        logger.info("restored the best model of %s (checkpoint step %d)", self.directory, step)
-        return step
-
-    def end(self, load_model: Callable[[Any], None]) -> int | None:
-        """Ends a finished fit: loads the best model when ``restore_best``, then closes the run.
-
-        Returns:
-            The best checkpoint's step when its model was loaded, else None.
-        """
-        try:
-            return self.load_best(load_model) if self.restore_best else None
-        finally:
-            self.close("budget")
-
-    def _write_info(self, status: str) -> None:
-        if self.history is None:
-            return
-        es = self.stopper
-        best_metrics = None
-        if self.manager is not None and self.manager.best is not None:
-            best_metrics = dict(self.manager.best.metrics)
-        now = time.time()
-        config = getattr(es, "config", None)
-        self._info.update(
-            {
-                "format": 1,
-                "framework": self.framework,
-                "monitor": es.monitor.key,
-                "mode": es.monitor.mode,
-                "unit": self.unit,
-                "budget": self.budget,
-                "started": self._info.get("started", self.started),
-                "updated": now,
-                "wall_time": now - self.started,
-                "status": "stopped" if es.should_stop and status != "failed" else status,
-                "stop_reason": es.reason,
-                "stop_cause": es.stop_cause.value if es.should_stop else None,
-                "stop_step": es.stopped_step,
-                "best_step": es.best_step,
-                "best_metrics": best_metrics,
-                "epochs_run": self.epochs_run,
-                "steps_run": self.steps_run,
-                "policy": config() if callable(config) else None,
-            }
-        )
-        self._info.setdefault("resumed", [])
-        self.history.write_run_info(self._info)
 
 
 class CallbackBase:
     """What every ``HighmarkCallback`` shares; a mixin put before the framework's callback base.
 
-    Each framework module keeps its own typed ``__init__`` (the public signature, whose defaults
-    and extra arguments differ by framework) and sets :attr:`session` there.
+    Its constructor is the one signature of every callback (Run's arguments and defaults); a
+    framework module implements :meth:`_configure` (the glue: build the stopper and the
+    :attr:`session`) and its framework's hooks.
     """
 
+    #: Keyword arguments of one framework's callback besides EarlyStopping's (e.g. Lightning's
+    #: ``check_on_train_epoch_end``), handed to :meth:`_configure`.
+    framework_options: ClassVar[tuple[str, ...]] = ()
+    settings: CallbackSettings
     session: Session
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        monitor: str = DEFAULTS.monitor,
+        mode: str = DEFAULTS.mode,
+        patience: int = DEFAULTS.patience,
+        *,
+        stopping: EarlyStopping | None = None,
+        keep_best: int = DEFAULTS.keep_best,
+        keep_last: int = DEFAULTS.keep_last,
+        keep_every: int | None = DEFAULTS.keep_every,
+        async_save: bool | str = DEFAULTS.async_save,
+        restore_best: bool = DEFAULTS.restore_best,
+        resume: bool | str = DEFAULTS.resume,
+        storage_options: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> None:
+        """Every default equals ``Run``'s (:mod:`highmark.run.defaults` says why).
+
+        Args:
+            directory: run directory, a local path or an fsspec URL.
+            monitor: the logged metric the policy watches.
+            mode: ``"min"``, ``"max"`` or ``"auto"`` (see each framework for how it settles).
+            patience: evaluations without improvement before stopping.
+            stopping: a ready ``highmark.EarlyStopping`` instead of the three arguments above.
+            keep_best: how many best checkpoints to keep (by ``monitor``).
+            keep_last: how many latest checkpoints to keep.
+            keep_every: also keep every checkpoint whose step is a multiple of this, for good.
+            async_save: write checkpoints in a background thread (``"deferred"``: the copy too).
+            restore_best: load the best weights into the model when training ends.
+            resume: continue from the run directory's latest checkpoint.
+            storage_options: passed to fsspec for URLs.
+            **options: any other ``highmark.EarlyStopping`` argument (min_delta, baseline, ...),
+                and the framework's own (:attr:`framework_options`).
+        """
+        own = {name: options.pop(name) for name in self.framework_options if name in options}
+        self.settings = CallbackSettings(
+            directory=os.fspath(directory),
+            monitor=monitor,
+            mode=mode,
+            patience=patience,
+            stopping=stopping,
+            keep_best=keep_best,
+            keep_last=keep_last,
+            keep_every=keep_every,
+            async_save=async_save,
+            restore_best=restore_best,
+            resume=resume,
+            storage_options=storage_options,
+            options=options,
+        )
+        self._configure(self.settings, **own)
+
+    def _configure(self, settings: CallbackSettings, **own: Any) -> None:
+        """The framework's glue: checks its own arguments, builds :attr:`session`."""
+        raise NotImplementedError
 
     @property
     def stopper(self) -> EarlyStopping:
         """The stopping policy (its ``best``, ``wait``, ``reason``, ``stopped_step``...)."""
         return self.session.stopper
+
+
+def monitor_default(name: str) -> Callable[..., None]:
+    """:meth:`CallbackBase.__init__` with ``monitor`` defaulting to ``name``, its signature saying
+    so: for a framework whose name of the validation loss differs (the Trainer's ``eval_loss``)."""
+    base = CallbackBase.__init__
+    signature = inspect.signature(base)
+    parameters = [
+        p.replace(default=name) if p.name == "monitor" else p for p in signature.parameters.values()
+    ]
+    signature = signature.replace(parameters=parameters)
+
+    @functools.wraps(base)
+    def __init__(self: CallbackBase, *args: Any, **kwargs: Any) -> None:
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        base(*bound.args, **bound.kwargs)
+
+    __init__.__signature__ = signature  # type: ignore[attr-defined]
+    return __init__

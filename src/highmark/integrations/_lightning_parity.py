@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 
-from highmark.integrations._common import Session
+from highmark.integrations._session import Session
 
 __all__ = [
     "LightningParity",

@@ -18,15 +18,14 @@ starts a new fit, as Keras does, written as its own run ``<directory>-fit2``.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from highmark.errors import CheckpointError, ConfigError
-from highmark.integrations._common import CallbackBase, Session, require, scalar_metrics
+from highmark.integrations._common import CallbackBase, CallbackSettings, require, scalar_metrics
+from highmark.integrations._session import Session
 from highmark.integrations._stopper import StopperSpec
 from highmark.policy.stopping import EarlyStopping
-from highmark.run.defaults import DEFAULTS
 
 require("keras", "3.0", "keras")
 
@@ -88,84 +87,45 @@ def _compiled_direction(model: Any, monitor: str) -> tuple[str | None, list[str]
 class HighmarkCallback(CallbackBase, keras.callbacks.Callback):  # type: ignore[misc]
     """A Keras callback that stops ``fit`` by a highmark policy and keeps the right models.
 
-    Args:
-        directory: run directory, a local path or an fsspec URL.
-        monitor: the logged metric the policy watches (``"val_loss"``, ``"val_accuracy"``...).
-        mode: ``"min"``, ``"max"`` or ``"auto"``: settled when ``fit`` begins, from the compiled
-            metric's own direction (``hinge`` is ``min``, accuracies ``max``; ``loss`` names
-            ``min``), else from the name (:func:`highmark.policy.monitor.infer_mode`); a
-            ``ValueError`` (:class:`~highmark.errors.ConfigError`) at ``fit`` when neither says.
-            Every default equals ``Run``'s (``highmark.run.defaults``).
-        patience: epochs without improvement before stopping.
-        stopping: a ready ``highmark.EarlyStopping`` instead of the three arguments above.
-        keep_best: how many best checkpoints to keep (by ``monitor``).
-        keep_last: how many latest checkpoints to keep.
-        keep_every: also keep every n-th epoch for good.
-        async_save: write checkpoints in a background thread. ``"deferred"`` is accepted and
-            is the same here: the variables are snapshotted into numpy arrays before each save.
-        restore_best: set the best weights on the model when ``fit`` ends, stopped or not.
-        resume: ``True``: the first ``fit`` continues the latest checkpoint of ``directory``
-            (weights, optimizer variables, stopper, epoch), and each later ``fit`` on this
-            object, as in Keras, starts afresh: the stopper is reset and that fit is written as
-            its own run, ``<directory>-fit2``, ``-fit3``... (continued in turn when the script
-            runs again). ``"always"``: every ``fit`` continues ``directory``. ``False``: a
-            ``directory`` that holds checkpoints is a ``ConfigError``. A ``fit`` that raised
-            is continued by the next one, as a new process would.
-        storage_options: passed to fsspec for URLs.
-        **options: any other ``highmark.EarlyStopping`` argument (min_delta, baseline,
-            start_from, ...).
+    Takes the arguments of every ``HighmarkCallback`` (:class:`~highmark.integrations._common.
+    CallbackBase`: Run's, with Run's defaults). For Keras:
+
+    * ``mode="auto"`` is settled when ``fit`` begins, from the compiled metric's own direction
+      (``hinge`` is ``min``, accuracies ``max``; ``loss`` names ``min``), else from the name
+      (:func:`highmark.policy.monitor.infer_mode`); a ``ValueError``
+      (:class:`~highmark.errors.ConfigError`) at ``fit`` when neither says.
+    * ``patience`` counts epochs; ``keep_every`` keeps every n-th epoch.
+    * ``async_save="deferred"`` is accepted and is the same as ``True`` here: the variables are
+      snapshotted into numpy arrays before each save.
+    * ``resume``: ``True``: the first ``fit`` continues the latest checkpoint of ``directory``
+      (weights, optimizer variables, stopper, epoch), and each later ``fit`` on this object, as
+      in Keras, starts afresh: the stopper is reset and that fit is written as its own run,
+      ``<directory>-fit2``, ``-fit3``... (continued in turn when the script runs again).
+      ``"always"``: every ``fit`` continues ``directory``. ``False``: a ``directory`` that holds
+      checkpoints is a ``ConfigError``. A ``fit`` that raised is continued by the next one, as
+      a new process would.
     """
 
-    def __init__(
-        self,
-        directory: str | os.PathLike[str],
-        monitor: str = DEFAULTS.monitor,
-        mode: str = DEFAULTS.mode,
-        patience: int = DEFAULTS.patience,
-        *,
-        stopping: EarlyStopping | None = None,
-        keep_best: int = DEFAULTS.keep_best,
-        keep_last: int = DEFAULTS.keep_last,
-        keep_every: int | None = DEFAULTS.keep_every,
-        async_save: bool | str = DEFAULTS.async_save,
-        restore_best: bool = DEFAULTS.restore_best,
-        resume: bool | str = DEFAULTS.resume,
-        storage_options: Mapping[str, Any] | None = None,
-        **options: Any,
-    ) -> None:
-        super().__init__()
-        if resume not in (True, False, "always"):
-            raise ConfigError(f"resume must be True, False or 'always', got {resume!r}")
-        self._spec = StopperSpec(monitor, mode, patience, stopping, options)
-        self._directory = os.fspath(directory)
-        self._resume = resume
-        self._settings: dict[str, Any] = {
-            "keep_best": keep_best,
-            "keep_last": keep_last,
-            "keep_every": keep_every,
-            "async_save": async_save,
-            "restore_best": restore_best,
-            "storage_options": storage_options,
-        }
+    def _configure(self, settings: CallbackSettings, **own: Any) -> None:
+        keras.callbacks.Callback.__init__(self)
+        if settings.resume not in (True, False, "always"):
+            raise ConfigError(f"resume must be True, False or 'always', got {settings.resume!r}")
+        self._spec = StopperSpec(
+            settings.monitor, settings.mode, settings.patience, settings.stopping, settings.options
+        )
         self._fits_ended = 0
         self.session = self._session(self._next_directory(), self._spec.provisional)
         self.best_epoch: int | None = None
         self.stopped_epoch: int | None = None
 
     def _next_directory(self) -> str:
-        if self._fits_ended == 0 or self._resume == "always":
-            return self._directory
-        return f"{self._directory.rstrip('/')}-fit{self._fits_ended + 1}"
+        directory = self.settings.directory
+        if self._fits_ended == 0 or self.settings.resume == "always":
+            return directory
+        return f"{directory.rstrip('/')}-fit{self._fits_ended + 1}"
 
     def _session(self, directory: str, stopper: EarlyStopping) -> Session:
-        return Session(
-            directory,
-            framework="keras",
-            unit="epoch",
-            stopper=stopper,
-            resume=bool(self._resume),
-            **self._settings,
-        )
+        return self.settings.session("keras", "epoch", stopper, directory)
 
     @property
     def directory(self) -> str:
@@ -175,7 +135,7 @@ class HighmarkCallback(CallbackBase, keras.callbacks.Callback):  # type: ignore[
     @property
     def initial_epoch(self) -> int:
         """The epoch the next ``fit`` starts from: one after its run's latest checkpoint, else 0."""
-        if not self._resume:
+        if not self.settings.resume:
             return 0
         directory = self._next_directory()
         session = self.session

@@ -17,19 +17,15 @@ run directory.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from typing import Any
 
 from highmark.integrations._common import (
     CallbackBase,
-    Session,
+    CallbackSettings,
     make_stopper,
     require,
     scalar_metrics,
 )
-from highmark.policy.stopping import EarlyStopping
-from highmark.run.defaults import DEFAULTS
 
 require("lightning", "2.2", "lightning")
 
@@ -54,30 +50,21 @@ class HighmarkCallback(  # type: ignore[misc, override]  # read-only EarlyStoppi
 ):
     """A Lightning callback that stops training by a highmark policy and keeps the right models.
 
-    Args:
-        directory: run directory, a local path or an fsspec URL.
-        monitor: the logged metric the policy watches (``self.log("val_loss", ...)``).
-        mode: ``"min"``, ``"max"`` or ``"auto"`` (from the metric's name; a name that says
-            neither is refused). Every default equals ``Run``'s (``highmark.run.defaults``).
-        patience: evaluations without improvement before stopping.
-        stopping: a ready ``highmark.EarlyStopping`` instead of the three arguments above.
-        keep_best: how many best checkpoints to keep (by ``monitor``).
-        keep_last: how many latest checkpoints to keep.
-        keep_every: also keep every n-th checkpoint step for good.
-        async_save: write checkpoints in a background thread (training waits only for a copy
-            of the state into reused host buffers). ``"deferred"``: the copy runs in the
-            background too; the trainer's optimizers wait for it before their next step, and
-            the module, when it holds buffers, before its next forward pass. Another callback
-            that changes the weights in place between a save and the next step (an EMA or
-            weight-averaging callback) must call ``callback.session.manager.fence()`` first,
-            or that save is dropped with ``highmark.errors.StateChangedError``.
-        restore_best: load the best weights into the module when ``fit`` ends.
-        resume: continue from the run directory's latest checkpoint (model, optimizers,
-            schedulers, loop progress and the stopper) when ``fit`` is called without ``ckpt_path``.
-        storage_options: passed to fsspec for URLs.
-        check_on_train_epoch_end: as in Lightning's ``EarlyStopping``; ``None`` checks at the end
-            of the training epoch when validation runs once per epoch, else after validation.
-        **options: any other ``highmark.EarlyStopping`` argument (min_delta, baseline, ...).
+    Takes the arguments of every ``HighmarkCallback`` (:class:`~highmark.integrations._common.
+    CallbackBase`: Run's, with Run's defaults). For Lightning:
+
+    * ``monitor`` is a logged metric (``self.log("val_loss", ...)``); ``mode="auto"`` reads the
+      direction from its name (a name that says neither is refused).
+    * ``async_save="deferred"``: the trainer's optimizers wait for the save's copy before their
+      next step, and the module, when it holds buffers, before its next forward pass. Another
+      callback that changes the weights in place between a save and the next step (an EMA or
+      weight-averaging callback) must call ``callback.session.manager.fence()`` first, or that
+      save is dropped with ``highmark.errors.StateChangedError``.
+    * ``resume`` continues from the run directory's latest checkpoint (model, optimizers,
+      schedulers, loop progress and the stopper) when ``fit`` is called without ``ckpt_path``.
+    * ``check_on_train_epoch_end`` (its own keyword argument): as in Lightning's
+      ``EarlyStopping``; ``None`` checks at the end of the training epoch when validation runs
+      once per epoch, else after validation.
 
     Besides :attr:`best_step` and :attr:`stopper`, it has the attributes of Lightning's
     ``ModelCheckpoint`` and ``EarlyStopping`` (see :class:`LightningParity`); its paths are step
@@ -86,39 +73,15 @@ class HighmarkCallback(  # type: ignore[misc, override]  # read-only EarlyStoppi
     one trainer.
     """
 
-    def __init__(
-        self,
-        directory: str | os.PathLike[str],
-        monitor: str = DEFAULTS.monitor,
-        mode: str = DEFAULTS.mode,
-        patience: int = DEFAULTS.patience,
-        *,
-        stopping: EarlyStopping | None = None,
-        keep_best: int = DEFAULTS.keep_best,
-        keep_last: int = DEFAULTS.keep_last,
-        keep_every: int | None = DEFAULTS.keep_every,
-        async_save: bool | str = DEFAULTS.async_save,
-        restore_best: bool = DEFAULTS.restore_best,
-        resume: bool = DEFAULTS.resume,
-        storage_options: Mapping[str, Any] | None = None,
-        check_on_train_epoch_end: bool | None = None,
-        **options: Any,
-    ) -> None:
+    framework_options = ("check_on_train_epoch_end",)
+
+    def _configure(self, settings: CallbackSettings, **own: Any) -> None:
         # Lightning's EarlyStopping.__init__ is not run: its attributes read the policy instead.
-        self.session = Session(
-            directory,
-            framework="lightning",
-            unit="epoch",
-            stopper=make_stopper(monitor, mode, patience, stopping, options),
-            keep_best=keep_best,
-            keep_last=keep_last,
-            keep_every=keep_every,
-            async_save=async_save,
-            restore_best=restore_best,
-            resume=resume,
-            storage_options=storage_options,
+        stopper = make_stopper(
+            settings.monitor, settings.mode, settings.patience, settings.stopping, settings.options
         )
-        self._check_on_train_epoch_end = check_on_train_epoch_end
+        self.session = settings.session("lightning", "epoch", stopper)
+        self._check_on_train_epoch_end: bool | None = own.get("check_on_train_epoch_end")
         self._loaded_by_lightning = False
         self._history_records = -1
         self._ended = True  # the end of fit (best weights, run record) is done

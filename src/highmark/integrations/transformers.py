@@ -22,15 +22,18 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Mapping
 from typing import Any
 
 from highmark.errors import ConfigError
-from highmark.integrations._common import CallbackBase, Session, require, scalar_metrics
+from highmark.integrations._common import (
+    CallbackBase,
+    CallbackSettings,
+    monitor_default,
+    require,
+    scalar_metrics,
+)
 from highmark.integrations._stopper import StopperSpec
-from highmark.policy.stopping import EarlyStopping
-from highmark.run.defaults import DEFAULTS
 from highmark.store.index import CheckpointInfo
 
 require("transformers", "4.40", "transformers")
@@ -80,30 +83,21 @@ def _trainer_direction(args: _Args, monitor: str) -> str | None:
 class HighmarkCallback(CallbackBase, TrainerCallback, _Exportable):  # type: ignore[misc]
     """A ``TrainerCallback`` that stops training by a highmark policy and keeps the best models.
 
-    Args:
-        directory: run directory, a local path or an fsspec URL.
-        monitor: the evaluation metric the policy watches; ``"loss"`` means ``"eval_loss"``.
-        mode: ``"min"``, ``"max"`` or ``"auto"``: settled when training begins, from
-            ``args.greater_is_better`` when ``args.metric_for_best_model`` is the monitored
-            metric, else from the name (:func:`highmark.policy.monitor.infer_mode`); a
-            ``ValueError`` (:class:`~highmark.errors.ConfigError`) at ``train()`` when neither
-            says. Every default equals ``Run``'s (``highmark.run.defaults``).
-        patience: evaluations without improvement before stopping.
-        stopping: a ready ``highmark.EarlyStopping`` instead of the three arguments above.
-        keep_best: how many best checkpoints to keep (by ``monitor``).
-        keep_last: how many latest checkpoints to keep.
-        keep_every: also keep every checkpoint whose step is a multiple of this, for good.
-        async_save: write checkpoints in a background thread (training waits only for a copy
-            of the state into reused host buffers). ``"deferred"``: the copy runs in the
-            background too; the optimizer waits for it before its next step, and the model,
-            when it holds buffers, before its next forward pass. Another callback that changes
-            the weights in place between an evaluation and the next step must call
-            ``callback.session.manager.fence()`` first, or that save is dropped with
-            ``highmark.errors.StateChangedError``.
-        restore_best: load the best weights into the model when training ends.
-        resume: continue from the run directory's latest checkpoint.
-        storage_options: passed to fsspec for URLs.
-        **options: any other ``highmark.EarlyStopping`` argument.
+    Takes the arguments of every ``HighmarkCallback`` (:class:`~highmark.integrations._common.
+    CallbackBase`: Run's, with Run's defaults), but ``monitor`` defaults to ``"eval_loss"``, the
+    Trainer's name of the validation loss. For the Trainer:
+
+    * ``monitor`` is an evaluation metric; ``"loss"`` means ``"eval_loss"``.
+    * ``mode="auto"`` is settled when training begins, from ``args.greater_is_better`` when
+      ``args.metric_for_best_model`` is the monitored metric, else from the name
+      (:func:`highmark.policy.monitor.infer_mode`); a ``ValueError``
+      (:class:`~highmark.errors.ConfigError`) at ``train()`` when neither says.
+    * ``patience`` counts evaluations.
+    * ``async_save="deferred"``: the optimizer waits for the save's copy before its next step,
+      and the model, when it holds buffers, before its next forward pass. Another callback that
+      changes the weights in place between an evaluation and the next step must call
+      ``callback.session.manager.fence()`` first, or that save is dropped with
+      ``highmark.errors.StateChangedError``.
 
     The stopper's state travels in the Trainer's own checkpoints too (``ExportableState``):
     ``train(resume_from_checkpoint=...)`` continues it from that checkpoint's step. When the
@@ -112,42 +106,16 @@ class HighmarkCallback(CallbackBase, TrainerCallback, _Exportable):  # type: ign
     checkpoint) up to date.
     """
 
-    def __init__(
-        self,
-        directory: str | os.PathLike[str],
-        monitor: str = "eval_loss",  # DEFAULTS.monitor with the Trainer's "eval_" prefix
-        mode: str = DEFAULTS.mode,
-        patience: int = DEFAULTS.patience,
-        *,
-        stopping: EarlyStopping | None = None,
-        keep_best: int = DEFAULTS.keep_best,
-        keep_last: int = DEFAULTS.keep_last,
-        keep_every: int | None = DEFAULTS.keep_every,
-        async_save: bool | str = DEFAULTS.async_save,
-        restore_best: bool = DEFAULTS.restore_best,
-        resume: bool = DEFAULTS.resume,
-        storage_options: Mapping[str, Any] | None = None,
-        **options: Any,
-    ) -> None:
-        if stopping is None and monitor != "epoch":
+    __init__ = monitor_default("eval_loss")  # the shared signature, with the Trainer's name
+
+    def _configure(self, settings: CallbackSettings, **own: Any) -> None:
+        monitor = settings.monitor
+        if settings.stopping is None and monitor != "epoch":
             monitor = _eval_name(monitor)
-        self._spec = StopperSpec(monitor, mode, patience, stopping, options)
-        self._settings: dict[str, Any] = {
-            "keep_best": keep_best,
-            "keep_last": keep_last,
-            "keep_every": keep_every,
-            "async_save": async_save,
-            "restore_best": restore_best,
-            "resume": resume,
-        }
-        self.session = Session(
-            directory,
-            framework="transformers",
-            unit="step",
-            stopper=self._spec.provisional,
-            storage_options=storage_options,
-            **self._settings,
+        self._spec = StopperSpec(
+            monitor, settings.mode, settings.patience, settings.stopping, settings.options
         )
+        self.session = settings.session("transformers", "step", self._spec.provisional)
         self._built = False
         self._training = False
         self.best_step: int | None = None
@@ -161,7 +129,7 @@ class HighmarkCallback(CallbackBase, TrainerCallback, _Exportable):  # type: ign
         ``storage_options`` cannot travel there; see docs/integrations.md).
         """
         config = self.stopper.config()
-        args = {"directory": self.session.directory, **self._settings}
+        args = {"directory": self.session.directory, **self.settings.store()}
         args.update(monitor=config["monitor"], patience=config["patience"])
         args.update({key: config[key] for key in _REBUILT})
         args["mode"] = config["mode"] if self._built else self._spec.mode

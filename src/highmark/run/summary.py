@@ -8,6 +8,8 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from highmark.store.runfiles import RunInfo
+
 if TYPE_CHECKING:
     from highmark.run.state import RunState
 
@@ -106,29 +108,29 @@ def _stop_cause(stopping: Any) -> str | None:
     return None if value in (None, "not_stopped") else str(value)
 
 
-def run_info(state: RunState) -> dict[str, Any]:
-    """The content of ``run.json`` (format in docs/design.md)."""
+def run_info(state: RunState) -> RunInfo:
+    """The content of ``run.json`` (:class:`~highmark.store.runfiles.RunInfo`)."""
     now = time.time()
-    return {
-        "monitor": state.monitor.key,
-        "mode": state.monitor.mode,
-        "unit": state.unit,
-        "budget": state.budget,
-        "started": state.started,
-        "updated": now,
-        "wall_time": state.wall_before + (now - state.started),
-        "status": state.status,
-        "stop_reason": state.stop_reason,
-        "stop_cause": _stop_cause(state.stopping),
-        "stop_step": getattr(state.stopping, "stopped_step", None),
-        "best_step": state.stopping.best_step,
-        "best_metrics": state.best_metrics,
-        "epochs_run": state.done if state.unit == "epoch" else None,
-        "steps_run": state.done if state.unit == "step" else state.batches,
-        "policy": state.stopping.config(),
-        "resumed": list(state.resumed),
-        "continued": state.continued,
-    }
+    return RunInfo(
+        monitor=state.monitor.key,
+        mode=state.monitor.mode,
+        unit=state.unit,
+        budget=state.budget,
+        started=state.started,
+        updated=now,
+        wall_time=state.wall_before + (now - state.started),
+        status=state.status,
+        stop_reason=state.stop_reason,
+        stop_cause=_stop_cause(state.stopping),
+        stop_step=getattr(state.stopping, "stopped_step", None),
+        best_step=state.stopping.best_step,
+        best_metrics=state.best_metrics,
+        epochs_run=state.done if state.unit == "epoch" else None,
+        steps_run=state.done if state.unit == "step" else state.batches,
+        policy=state.stopping.config(),
+        resumed=list(state.resumed),
+        continued=state.continued,
+    )
 
 
 def write_run_info(state: RunState) -> None:

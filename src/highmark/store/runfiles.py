@@ -13,8 +13,9 @@ appended) the whole file is replaced by one atomic PUT per report. A line torn b
 skipped when the file is read. When a run resumes from a checkpoint, the reports made after that
 checkpoint are dropped (they will be made again), so the file never holds a step twice.
 
-``run.json`` is replaced atomically; its keys are listed in ``docs/design.md``. NaN and infinities
-are written as JSON ``NaN``/``Infinity`` (what Python's :mod:`json` writes) and read back as floats.
+``run.json`` is replaced atomically; :class:`RunInfo` is its one schema, filled by a
+:class:`~highmark.Run` and by every framework callback alike. NaN and infinities are written as
+JSON ``NaN``/``Infinity`` (what Python's :mod:`json` writes) and read back as floats.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import json
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any, BinaryIO
 
 from highmark.errors import CorruptCheckpointError, IncompatibleFormatError
@@ -34,6 +36,7 @@ __all__ = [
     "RUN_FILE",
     "RUN_FORMAT",
     "HistoryWriter",
+    "RunInfo",
     "read_history",
     "read_run_info",
 ]
@@ -43,6 +46,46 @@ logger = logging.getLogger(__name__)
 RUN_FILE = "run.json"
 HISTORY_FILE = "history.jsonl"
 RUN_FORMAT = 1
+
+
+@dataclass
+class RunInfo:
+    """``run.json``: what a run watches, where it stands and how it ended; one schema for
+    :class:`~highmark.Run` and every framework callback (written with ``"format"`` first).
+
+    ``unit`` is ``"epoch"`` or ``"step"``; ``budget`` the epochs or steps the loop may run;
+    ``started`` the first session's start and ``wall_time`` the seconds spent (a Run counts every
+    session's, a callback this session's); ``status`` is ``running``, ``stopped``, ``budget``,
+    ``failed`` or ``interrupted``; ``stop_cause`` a :class:`~highmark.criteria.StopCause` value;
+    ``best_metrics`` the metrics of the best evaluation (a callback: of the best checkpoint);
+    ``policy`` the stopper's config; ``resumed`` one ``{"from_step", "at"}`` record per resume;
+    ``continued`` why a run that had stopped or used its budget went on (a Run's);
+    ``framework`` the integration that wrote it (``None``: a Run).
+    """
+
+    monitor: str
+    mode: str
+    unit: str | None
+    budget: int | None
+    started: float
+    updated: float
+    wall_time: float
+    status: str
+    stop_reason: str | None = None
+    stop_cause: str | None = None
+    stop_step: int | None = None
+    best_step: int | None = None
+    best_metrics: dict[str, Any] | None = None
+    epochs_run: int | None = None
+    steps_run: int | None = None
+    policy: dict[str, Any] | None = None
+    resumed: list[dict[str, Any]] = field(default_factory=list)
+    continued: str | None = None
+    framework: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The content of ``run.json``: ``"format"``, then every field in order."""
+        return {"format": RUN_FORMAT, **{f.name: getattr(self, f.name) for f in fields(self)}}
 
 
 def _open(directory: str | os.PathLike[str], storage_options: Mapping[str, Any] | None) -> Storage:
@@ -210,9 +253,9 @@ class HistoryWriter:
             self._lines = lines
         self._tail_checked = False
 
-    def write_run_info(self, info: Mapping[str, Any]) -> None:
+    def write_run_info(self, info: RunInfo | Mapping[str, Any]) -> None:
         """Replaces ``run.json`` atomically with ``info`` (``format`` is added when missing)."""
-        payload = {"format": RUN_FORMAT, **dict(info)}
+        payload = info.to_json() if isinstance(info, RunInfo) else {"format": RUN_FORMAT, **info}
         data = json.dumps(payload, allow_nan=True, indent=2, default=_json_default) + "\n"
         self._storage.replace_atomic(RUN_FILE, data.encode("utf-8"))
 
