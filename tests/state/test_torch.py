@@ -14,12 +14,12 @@ import torch
 from safetensors.torch import save_file
 
 from highmark.errors import UnsupportedStateError
-from highmark.state.codecs import DTYPES, codec_for_kind
+from highmark.state.dtypes import DTYPES
+from highmark.state.leafcodecs import codec_for_kind
 from highmark.state.torch import (
     TORCH_CODEC,
     byte_view,
     capture_rng,
-    check_state_object,
     dtype_from_name,
     dtype_from_safetensors,
     dtype_name,
@@ -27,7 +27,7 @@ from highmark.state.torch import (
     safetensors_dtype,
     writable_byte_view,
 )
-from highmark.state.tree import flatten
+from highmark.state.tree import check_state_object, flatten
 
 NAMED = [name for name, d in DTYPES.items() if d.st is not None]
 

@@ -288,7 +288,7 @@ def test_numpy_only_tree_does_not_import_torch() -> None:
 def test_torch_codec_is_resolved_lazily_by_name() -> None:
     code = (
         "import sys\n"
-        "from highmark.state.codecs import codec_for_kind\n"
+        "from highmark.state.leafcodecs import codec_for_kind\n"
         "assert 'highmark.state.torch' not in sys.modules\n"
         "codec = codec_for_kind('torch')\n"
         "assert codec.kind == 'torch' and 'torch' in sys.modules\n"

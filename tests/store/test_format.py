@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 from highmark.errors import ConfigError, CorruptCheckpointError, IncompatibleFormatError
-from highmark.state.codecs import DTYPES
+from highmark.state.dtypes import DTYPES
 from highmark.state.torch import TORCH_CODEC
 from highmark.state.tree import flatten
 from highmark.store import format as fmt

@@ -123,7 +123,7 @@ def lightning_checkpoint(session: Session, path: Any) -> dict[str, Any] | None:
     return None
 
 
-class StepDirectoryIO(CheckpointIO):  # type: ignore[misc]
+class StepDirectoryIO(CheckpointIO):
     """A ``CheckpointIO`` that loads the step directories of one run and hands every other
     call to the ``CheckpointIO`` it wraps."""
 
@@ -139,7 +139,7 @@ class StepDirectoryIO(CheckpointIO):  # type: ignore[misc]
     def load_checkpoint(self, path: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         loaded = lightning_checkpoint(self.session, path)
         if loaded is None:
-            return self.inner.load_checkpoint(path, *args, **kwargs)  # type: ignore[no-any-return]
+            return self.inner.load_checkpoint(path, *args, **kwargs)
         return loaded
 
     def remove_checkpoint(self, path: Any) -> None:

@@ -55,7 +55,7 @@ logger = logging.getLogger(__name__)
 _Cached = tuple[int, int, float, EarlyStopping]  # values consumed, last step, last value, policy
 
 
-class HighmarkPruner(optuna.pruners.BasePruner):  # type: ignore[misc]
+class HighmarkPruner(optuna.pruners.BasePruner):
     """Prunes a trial when its own learning curve meets a highmark stopping policy.
 
     Args:

@@ -158,7 +158,8 @@ class Run:
             ConfigError: a loop already started, or a reserved / duplicate name.
             UnsupportedStateError: a state holds something a checkpoint cannot store.
         """
-        from highmark.state.torch import check_state_object, fence_hooks
+        from highmark.state.torch import fence_hooks
+        from highmark.state.tree import check_state_object  # numpy: only once a state is tracked
 
         state = self._state
         if state.unit is not None:
@@ -189,7 +190,7 @@ class Run:
         loaders = self._state.loaders
         for existing in loaders.values():
             if existing.iterable is iterable:  # wrapping the same loader again (each epoch)
-                return existing  # type: ignore[return-value]
+                return existing
         name = name or f"loader{len(loaders)}"
         if name in loaders:
             raise ConfigError(f"a loader named {name!r} already exists")

@@ -47,7 +47,7 @@ class ResumableLoader(Generic[T]):
     """
 
     def __init__(self, iterable: Iterable[T], boundary: Callable[[], None] | None = None) -> None:
-        if iter(iterable) is iterable:  # type: ignore[comparison-overlap]
+        if iter(iterable) is iterable:
             raise ConfigError(
                 "ResumableLoader needs a re-iterable (a DataLoader, a list, ...), "
                 f"not a one-shot iterator ({type(iterable).__name__})"

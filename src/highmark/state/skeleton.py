@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from highmark.errors import ConfigError
-from highmark.state.codecs import has_codec
+from highmark.state.leafcodecs import has_codec
 
 __all__ = ["MAX_DEPTH", "join_key", "select", "tensor_kinds", "top_level_keys"]
 

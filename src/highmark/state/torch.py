@@ -1,8 +1,8 @@
-"""torch support: the torch leaf codec, dtype names, host snapshots, RNG states, state objects.
+"""torch support: the torch leaf codec, dtype names, byte views, RNG states, fence hooks.
 
 This is the only module of the core that imports torch; the store reaches it through
-:func:`highmark.state.codecs.codec_for_kind` ("torch"), so ``import highmark`` and the store stay
-free of torch until a torch tensor is saved or restored.
+:func:`highmark.state.leafcodecs.codec_for_kind` ("torch"), so ``import highmark`` and the store
+stay free of torch until a torch tensor is saved or restored.
 """
 
 from __future__ import annotations
@@ -17,15 +17,13 @@ import numpy as np
 import torch
 
 from highmark.errors import UnsupportedStateError
-from highmark.state.codecs import DTYPES, Target
-from highmark.state.tree import FlatTree, flatten
+from highmark.state.dtypes import DTYPES, Target
 
 __all__ = [
     "TORCH_CODEC",
     "TorchCodec",
     "byte_view",
     "capture_rng",
-    "check_state_object",
     "dtype_from_name",
     "dtype_from_safetensors",
     "dtype_name",
@@ -175,7 +173,7 @@ def fence_hooks(fence: Callable[[], object], objects: Iterable[Any]) -> list[Any
 
 
 class TorchCodec:
-    """The leaf codec of torch tensors: every dtype of :data:`~highmark.state.codecs.DTYPES`, on
+    """The leaf codec of torch tensors: every dtype of :data:`~highmark.state.dtypes.DTYPES`, on
     any device.
 
     Tensors come back on the CPU; a tensor of an exotic dtype (``complex128``, ``complex32``,
@@ -354,22 +352,3 @@ def restore_rng(state: Mapping[str, Any]) -> None:
             )
         for device, rng in enumerate(saved[:count]):
             torch.cuda.set_rng_state(torch.as_tensor(rng, dtype=torch.uint8).cpu(), device)
-
-
-def check_state_object(name: str, obj: Any) -> FlatTree:
-    """Check that ``obj`` has ``state_dict``/``load_state_dict`` and that its state is storable.
-
-    Returns the flattened ``{name: obj.state_dict()}``, so key paths start with ``name``.
-
-    Raises:
-        UnsupportedStateError: naming ``name`` (no state methods) or the key path of the first
-            value that cannot be stored (e.g. ``scheduler.lr_lambdas.0``).
-    """
-    missing = [m for m in ("state_dict", "load_state_dict") if not callable(getattr(obj, m, None))]
-    if missing:
-        raise UnsupportedStateError(
-            name,
-            f"{type(obj).__qualname__} has no {' or '.join(m + '()' for m in missing)}; "
-            "track objects with state_dict()/load_state_dict()",
-        )
-    return flatten({name: obj.state_dict()})

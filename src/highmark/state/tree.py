@@ -21,7 +21,7 @@ containers deep (the root container is level 1): :func:`flatten` refuses a deepe
 skeleton read back that nests deeper is malformed (:mod:`highmark.state.skeleton`), so no save
 produces what a restore would refuse.
 
-Tensors are handled by the *leaf codecs* of :mod:`highmark.state.codecs`, keyed by the leaf's
+Tensors are handled by the *leaf codecs* of :mod:`highmark.state.leafcodecs`, keyed by the leaf's
 top-level module (numpy built in, torch imported lazily by name), so this module (and the store
 built on it) never imports torch itself.
 """
@@ -36,10 +36,10 @@ from typing import Any
 import numpy as np
 
 from highmark.errors import UnsupportedStateError
-from highmark.state.codecs import LeafCodec, codec_for_kind, has_codec
+from highmark.state.leafcodecs import LeafCodec, codec_for_kind, has_codec
 from highmark.state.skeleton import MAX_DEPTH, join_key, tensor_kinds
 
-__all__ = ["FlatTree", "flatten", "tensor_leaves", "unflatten"]
+__all__ = ["FlatTree", "check_state_object", "flatten", "tensor_leaves", "unflatten"]
 
 _NUMPY = codec_for_kind("numpy")
 #: The codec of each tensor type met so far (numpy scalars, np.generic, are never cached).
@@ -256,3 +256,22 @@ def _build(node: Any, path: str, tensors: Mapping[str, Any]) -> Any:
         return OrderedDict([(key, _build(value, f"{prefix}{key}", tensors)) for key, value in body])
     items = [_build(value, f"{prefix}{i}", tensors) for i, value in enumerate(body)]
     return tuple(items) if tag == "tuple" else items
+
+
+def check_state_object(name: str, obj: Any) -> FlatTree:
+    """Check that ``obj`` has ``state_dict``/``load_state_dict`` and that its state is storable.
+
+    Returns the flattened ``{name: obj.state_dict()}``, so key paths start with ``name``.
+
+    Raises:
+        UnsupportedStateError: naming ``name`` (no state methods) or the key path of the first
+            value that cannot be stored (e.g. ``scheduler.lr_lambdas.0``).
+    """
+    missing = [m for m in ("state_dict", "load_state_dict") if not callable(getattr(obj, m, None))]
+    if missing:
+        raise UnsupportedStateError(
+            name,
+            f"{type(obj).__qualname__} has no {' or '.join(m + '()' for m in missing)}; "
+            "track objects with state_dict()/load_state_dict()",
+        )
+    return flatten({name: obj.state_dict()})

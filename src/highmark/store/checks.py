@@ -25,7 +25,7 @@ import xxhash
 
 from highmark.__about__ import __version__
 from highmark.errors import CorruptCheckpointError, IncompatibleFormatError
-from highmark.state.codecs import DTYPES
+from highmark.state.dtypes import DTYPES
 from highmark.state.skeleton import MAX_DEPTH, tensor_kinds
 
 __all__ = [

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from highmark.errors import UnsupportedStateError
-from highmark.state.codecs import DTYPES, DType, LeafCodec, codec_for_kind
+from highmark.state.dtypes import DTYPES, DType
+from highmark.state.leafcodecs import LeafCodec, codec_for_kind
 from highmark.state.skeleton import tensor_kinds, top_level_keys
 from highmark.state.tree import FlatTree
 from highmark.store.checks import MAX_HEADER, shape_problem

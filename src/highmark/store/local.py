@@ -188,7 +188,7 @@ class LocalStorage:
             CorruptCheckpointError: ``rel`` is a link, not a regular file or has other hard links.
         """
         fd = self._dir.open_in_place(check_relpath(rel), os.O_RDWR | os.O_APPEND)
-        return open(fd, "a+b")  # type: ignore[return-value]
+        return open(fd, "a+b")
 
     def open_read(self, rel: str) -> BinaryIO:
         return open(self._path(rel), "rb")

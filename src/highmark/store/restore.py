@@ -29,7 +29,7 @@ from typing import Any, BinaryIO, cast
 import xxhash
 
 from highmark.errors import ConfigError, CorruptCheckpointError, add_note
-from highmark.state.codecs import LeafCodec, codec_for_kind
+from highmark.state.leafcodecs import LeafCodec, codec_for_kind
 from highmark.state.skeleton import select, tensor_kinds
 from highmark.state.tree import tensor_leaves, unflatten
 from highmark.store.checks import MAX_HEADER, check_header, file_digest, read_header

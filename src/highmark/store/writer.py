@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from highmark.errors import StateChangedError, add_note
-from highmark.state.codecs import LeafCodec, codec_for_kind
+from highmark.state.leafcodecs import LeafCodec, codec_for_kind
 from highmark.state.tree import FlatTree
 from highmark.store.parallel import run_batches, thread_count
 
@@ -166,7 +166,7 @@ class HostSnapshot:
     """Copies a flat tree's tensors into host buffers that are reused from save to save.
 
     A buffer is keyed by key path and reallocated only when the leaf's kind, dtype or shape
-    change. The copies go through the leaf codecs of :mod:`highmark.state.codecs` (one batched
+    change. The copies go through the leaf codecs of :mod:`highmark.state.leafcodecs` (one batched
     copy per thread and kind: ``torch._foreach_copy_`` for torch, which releases the GIL for the
     whole batch), so this module never imports a framework. The tensors are split into byte-balanced
     groups copied on a few threads at once (:mod:`highmark.store.parallel`; the 212 tensors of
