@@ -94,8 +94,7 @@ def main(
 
     started = time.perf_counter()
     threads = torch.get_num_threads()
-    # A model this small runs fastest on one thread; more only add synchronisation (65 ms per
-    # batch instead of 1.5 ms with two threads on a busy two-core machine).
+    # A model this small runs fastest on one thread; more only add synchronisation.
     torch.set_num_threads(1)
     try:
         return _train(out, max_epochs, seed, quiet, say, started)

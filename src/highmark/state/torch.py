@@ -100,8 +100,8 @@ def _bytes_of(t: torch.Tensor) -> torch.Tensor:
     return t.as_strided((t.numel(),), (1,)).view(torch.uint8)
 
 
-# dtypes numpy shares with torch: their tensors' memory is viewed through numpy directly (3x
-# cheaper per tensor than a reinterpreting view, which matters for states of many small tensors).
+# dtypes numpy shares with torch: their tensors' memory is viewed through numpy directly (cheaper
+# per tensor than a reinterpreting view, which matters for states of many small tensors).
 _NUMPY_VIEWABLE = frozenset(
     {
         torch.float64, torch.float32, torch.float16, torch.int64, torch.int32, torch.int16,

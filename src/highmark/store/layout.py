@@ -31,8 +31,8 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 #: Tensors of at most this many bytes are laid out before the others of their item size and
-#: written together: every system call of a background save lets go of the GIL and may wait
-#: 5 ms to get it back while the training thread runs Python (a 212-tensor state holds 155).
+#: written together: every system call of a background save lets go of the GIL and may wait up
+#: to the interpreter's switch interval to get it back while the training thread runs Python.
 SMALL_TENSOR = 64 << 10
 
 

@@ -1,13 +1,12 @@
 """The validated manifests of a run's recent checkpoints, reused while their file is unchanged.
 
-Reading and validating a manifest (JSON, its checksum, every tensor entry) costs about 2.6 ms
-for a 212-tensor state here, a sixth of a verified restore of 100 MB into a live model. A
-:class:`ManifestCache` keeps the manifests a manager has just written or read, keyed to the
-identity of ``manifest.json`` on local disk (device, inode, size, modification time), so a
-replaced or edited manifest is read again. Committed checkpoints never change in place: a forced
-re-save renames a new directory over the old one. (An in-place edit by someone else that keeps
-the file's size, within one tick of the filesystem's clock, would go unseen.) Object stores are
-always read.
+Reading and validating a manifest (JSON, its checksum, every tensor entry) is a sizeable part of
+a restore (docs/benchmarks.md). A :class:`ManifestCache` keeps the manifests a manager has just
+written or read, keyed to the identity of ``manifest.json`` on local disk (device, inode, size,
+modification time), so a replaced or edited manifest is read again. Committed checkpoints never
+change in place: a forced re-save renames a new directory over the old one. (An in-place edit by
+someone else that keeps the file's size, within one tick of the filesystem's clock, would go
+unseen.) Object stores are always read.
 """
 
 from __future__ import annotations

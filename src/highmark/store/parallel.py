@@ -3,9 +3,9 @@
 Work items (one per tensor) are split, in order, into contiguous groups of about equal bytes,
 one group per thread; the caller's thread takes the first. The work must release the GIL for
 the bulk of its time (``os.preadv``, xxhash on large buffers, ``numpy.copyto``), so the threads
-run in parallel. All items are known before any thread starts: starting the work while the
-caller is still preparing items (Python work, under the GIL) was tried and was slower, since a
-worker that needs the GIL between two pieces waits for the interpreter's switch interval.
+run in parallel. All items are known before any thread starts: a worker that needed the GIL
+between two pieces while the caller still prepared items would wait for the interpreter's
+switch interval.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ __all__ = ["MAX_THREADS", "run_batches", "run_in_groups", "thread_count"]
 
 T = TypeVar("T")
 
-#: At most this many threads work at once (two already saturate this project's machines).
+#: At most this many threads work at once.
 MAX_THREADS = 4
 #: A thread is only worth it for at least this many bytes.
 BYTES_PER_THREAD = 8 << 20

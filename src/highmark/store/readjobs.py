@@ -162,9 +162,9 @@ def read_all(jobs: Sequence[ReadJob]) -> None:
     """Performs every read, in parallel where the files allow; each tensor is hashed as read.
 
     On local files, small tensors that lie next to each other (a save writes them together) are
-    read with one system call: a restore of the benchmark state reads its 155 small tensors
-    with a few calls instead of 155. Each thread reads ``check_only`` jobs into one scratch
-    buffer of :data:`CHUNK_BYTES`, so checking adds no memory that grows with the state.
+    read with one system call (at most :data:`JOIN_COUNT` of them). Each thread reads
+    ``check_only`` jobs into one scratch buffer of :data:`CHUNK_BYTES`, so checking adds no
+    memory that grows with the state.
 
     Raises:
         CorruptCheckpointError: for the first job (in order) whose file is truncated or whose

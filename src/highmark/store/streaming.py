@@ -4,9 +4,8 @@ A plain ``write`` + ``fsync`` runs in two phases: every byte is first copied int
 and only the ``fsync`` starts the disk. :class:`StreamingFile` asks the kernel to start writing
 each completed stretch of the file at once (Linux ``sync_file_range(SYNC_FILE_RANGE_WRITE)``,
 which does not wait), so the copying, the hashing of the next tensor and the disk overlap, and
-the final ``fsync`` only waits for the tail. On this project's test machine that took a
-write + fsync of 1 GB from 0.70 s to 0.43 s and of 100 MB from 0.069 s to 0.042 s (best of
-rounds). It changes nothing about durability: the caller still fsyncs before it commits.
+the final ``fsync`` only waits for the tail (docs/benchmarks.md has the measurements). It
+changes nothing about durability: the caller still fsyncs before it commits.
 Elsewhere (no ``sync_file_range``, or a filesystem that refuses it) it is a plain unbuffered
 file.
 """
@@ -28,8 +27,7 @@ __all__ = ["WRITEBACK_BYTES", "StreamingFile"]
 
 log = logging.getLogger(__name__)
 
-#: How much is written before the kernel is asked to start writing it out (2 MiB measured best
-#: against 8 and 32 MiB on this project's machines).
+#: How much is written before the kernel is asked to start writing it out.
 WRITEBACK_BYTES = 2 << 20
 _SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of dirty pages in range, don't wait
 

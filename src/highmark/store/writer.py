@@ -168,9 +168,8 @@ class HostSnapshot:
     A buffer is keyed by key path and reallocated only when the leaf's kind, dtype or shape
     change. The copies go through the leaf codecs of :mod:`highmark.state.leafcodecs` (one batched
     copy per thread and kind: ``torch._foreach_copy_`` for torch, which releases the GIL for the
-    whole batch), so this module never imports a framework. The tensors are split into byte-balanced
-    groups copied on a few threads at once (:mod:`highmark.store.parallel`; the 212 tensors of
-    100 MB on this project's 2-core machine: about 7 ms against 12 ms on one thread).
+    whole batch), so this module never imports a framework. The tensors are split into
+    byte-balanced groups copied on a few threads at once (:mod:`highmark.store.parallel`).
 
     The leaves must come from :func:`highmark.state.tree.flatten` (which checked that they are
     storable). :meth:`copy_later` defers the copy of every tensor that counts its in-place
