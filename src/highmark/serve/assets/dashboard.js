@@ -9,7 +9,7 @@
   const X_LABELS = { step: null, epoch: "epoch", time: "wall time (s)" };
   const live = document.body.dataset.mode === "live";
   const state = {
-    runs: [], payloads: {}, selected: new Set(), chosen: null, xMode: "step", log: false,
+    runs: [], payloads: {}, selected: new Set(), chosen: new Set(), seen: new Set(), xMode: "step", log: false,
     charts: {}, picked: false,
   };
 
@@ -24,7 +24,8 @@
   const num = (v) => (v === null || v === undefined ? "–"
     : typeof v === "number" ? (Number.isInteger(v) ? String(v) : v.toPrecision(6).replace(/\.?0+$/, "")) : String(v));
   const colourOf = (id) => COLOURS[state.runs.findIndex((r) => r.id === id) % COLOURS.length] || COLOURS[0];
-  const ago = (t) => (t ? Math.max(0, Math.round(Date.now() / 1000 - t)) + " s ago" : "–");
+  const ago = (t) => (!t ? "–" : live ? Math.max(0, Math.round(Date.now() / 1000 - t)) + " s ago"
+    : new Date(t * 1000).toISOString().replace("T", " ").slice(0, 19) + " UTC");
 
   /* ---------------------------------------------------------------- runs table */
   const COLUMNS = [
@@ -106,7 +107,7 @@
     box.replaceChildren();
     const axis = el("label", {}, "x axis ");
     const select = el("select", { id: "x-axis" });
-    for (const [value, label] of [["step", "step"], ["epoch", "epoch"], ["time", "wall time"]]) {
+    for (const [value, label] of [["step", "step (the run's unit)"], ["epoch", "epoch"], ["time", "wall time"]]) {
       const option = el("option", { value }, label);
       option.selected = value === state.xMode;
       select.appendChild(option);
@@ -203,8 +204,8 @@
 
   function caption(list, run, s) {
     const parts = [run.name + ":"];
-    if (s.best) parts.push("best ★ at step " + run.best_step);
-    if (s.stop !== null) parts.push("stopped ┆ at step " + run.stop_step);
+    if (s.best) parts.push("best ★ at " + run.unit + " " + run.best_step);
+    if (s.stop !== null) parts.push("stopped ┆ at " + run.unit + " " + run.stop_step);
     parts.push(s.checkpoints.length ? "checkpoints ○ at " + run.checkpoint_rows.map((c) => c.step).join(", ") : "no checkpoint");
     list.appendChild(el("li", {
       "data-run": run.id, "data-points": String(s.xs.length),
@@ -261,10 +262,10 @@
   function draw(rebuild) {
     const runs = [...state.selected].map((id) => state.payloads[id]).filter(Boolean);
     const { names, kinds } = metricNames(runs);
-    if (state.chosen === null && names.length) {
-      state.chosen = new Set(names.filter((n) => kinds[n] !== "other"));
+    for (const name of names) {  // a metric seen for the first time is shown unless it is no curve
+      if (!state.seen.has(name) && kinds[name] !== "other") state.chosen.add(name);
+      state.seen.add(name);
     }
-    if (state.chosen === null) state.chosen = new Set();
     renderControls(names, kinds);
     const notes = [];
     const plotted = plotRuns(runs, notes);
@@ -290,6 +291,8 @@
       }
       entry.list.replaceChildren();
       for (const [p, s] of spec.drawn) caption(entry.list, p, s);
+      entry.node.dataset.xAxis = state.xMode;
+      entry.node.dataset.log = String(state.log);
       entry.node.dataset.points = String(spec.drawn.reduce((n, [, s]) => n + s.xs.length, 0));
       box.appendChild(entry.node);
       keep[metric] = entry;
