@@ -147,19 +147,32 @@ def screenshot(driver: Any, name: str) -> Path:
 
 def chart_points(driver: Any, metric: str, run_id: str) -> int:
     """How many points the chart of ``metric`` draws for ``run_id`` (0 when not drawn)."""
-    from selenium.webdriver.common.by import By
-
-    found = driver.find_elements(
-        By.CSS_SELECTOR, f'.chart[data-metric="{metric}"] li[data-run="{run_id}"]'
-    )
-    return int(found[0].get_attribute("data-points")) if found else 0
+    return int(chart_marks(driver, metric, run_id).get("points") or 0)
 
 
 def run_cell(driver: Any, run_id: str, column: str) -> str:
     """The text of one cell of the runs table ('' when the row is not there)."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
-    found = driver.find_elements(
-        By.CSS_SELECTOR, f'#runs tr[data-id="{run_id}"] td[data-col="{column}"]'
-    )
-    return str(found[0].text) if found else ""
+    selector = f'#runs tr[data-id="{run_id}"] td[data-col="{column}"]'
+    try:
+        found = driver.find_elements(By.CSS_SELECTOR, selector)
+        return str(found[0].text) if found else ""
+    except StaleElementReferenceException:  # the table was redrawn between the two calls
+        return ""
+
+
+def chart_marks(driver: Any, metric: str, run_id: str) -> dict[str, str]:
+    """The marks the chart of ``metric`` draws for ``run_id`` (``best``, ``stop``,
+    ``checkpoints``, ``points``), read from its caption; {} while it is not drawn or redrawn."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    selector = f'.chart[data-metric="{metric}"] li[data-run="{run_id}"]'
+    try:
+        found = driver.find_elements(By.CSS_SELECTOR, selector)
+        names = ("best", "stop", "checkpoints", "points")
+        return {n: str(found[0].get_attribute(f"data-{n}")) for n in names} if found else {}
+    except StaleElementReferenceException:  # the page redrew it between the two calls
+        return {}

@@ -14,6 +14,7 @@ from cli.helpers import write_run
 
 from .helpers import (
     LiveRun,
+    chart_marks,
     chart_points,
     console_errors,
     run_cell,
@@ -74,12 +75,9 @@ def test_best_step_checkpoints_and_stop_reason_appear_when_the_run_stops(
     reason = run_cell(browser, "live", "stop reason")
     assert reason.startswith("val_loss did not improve for 2 evaluations"), reason
     assert run_cell(browser, "live", "patience left") == "0 of 2"
-    marks = browser.find_element(
-        By.CSS_SELECTOR, '.chart[data-metric="val_loss"] li[data-run="live"]'
-    )
-    assert marks.get_attribute("data-best") == "1"
-    assert marks.get_attribute("data-stop") == "3"
-    assert marks.get_attribute("data-checkpoints") == "1,3"
+    until(browser, lambda d: chart_marks(d, "val_loss", "live").get("checkpoints") == "1,3")
+    marks = chart_marks(browser, "val_loss", "live")
+    assert (marks["best"], marks["stop"]) == ("1", "3")
     screenshot(browser, "dashboard-stopped")
     assert console_errors(browser) == []
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from selenium.webdriver.common.by import By
 
-from .helpers import REPO, chart_points, console_errors, run_cell, screenshot, until
+from .helpers import REPO, chart_marks, chart_points, console_errors, run_cell, screenshot, until
 
 
 def test_chromium_follows_a_digits_training_until_it_stops(tmp_path: Path, serve, browser) -> None:
@@ -50,14 +50,11 @@ def test_chromium_follows_a_digits_training_until_it_stops(tmp_path: Path, serve
         kept = sorted(int(p.name.split("-")[1]) for p in out.glob("step-*"))
         until(browser, lambda d: run_cell(d, "digits", "status") == "stopped", message="stopped")
         until(browser, lambda d: run_cell(d, "digits", "stop reason") == info["stop_reason"])
-        marks = browser.find_element(
-            By.CSS_SELECTOR, '.chart[data-metric="val_loss"] li[data-run="digits"]'
-        )
-        until(
-            browser, lambda d: marks.get_attribute("data-checkpoints") == ",".join(map(str, kept))
-        )
-        assert marks.get_attribute("data-best") == str(info["best_step"])
-        assert marks.get_attribute("data-stop") == str(info["stop_step"])
+        steps = ",".join(map(str, kept))
+        until(browser, lambda d: chart_marks(d, "val_loss", "digits").get("checkpoints") == steps)
+        marks = chart_marks(browser, "val_loss", "digits")
+        assert marks["best"] == str(info["best_step"])
+        assert marks["stop"] == str(info["stop_step"])
         assert run_cell(browser, "digits", "best step") == str(info["best_step"])
         assert browser.find_elements(By.CSS_SELECTOR, '#metrics input[value="lr"]')  # LR chart
         screenshot(browser, "digits-stopped")
