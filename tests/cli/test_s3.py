@@ -49,7 +49,8 @@ def test_report_on_s3(runner, s3_run: RunFixture, tmp_path: Path) -> None:
     out = tmp_path / "r.html"
     result = runner.invoke(app, ["report", s3_run.url, "-o", str(out), *s3_run.options])
     assert result.exit_code == 0, result.output
-    assert "data:image/svg+xml;base64," in out.read_text()
+    assert '<script type="application/json" id="hm-data">' in out.read_text()
+    assert '"val_loss":[0.9,0.7,0.5,0.55,0.6,0.65]' in out.read_text()
 
 
 def test_replay_on_s3(runner, s3_run: RunFixture) -> None:

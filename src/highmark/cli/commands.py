@@ -302,6 +302,21 @@ if typer is not None:
         write_report(find_runs(runs, opts), out, png=png, storage_options=opts)
         print(f"wrote {out}" + (f" and {png}" if png else ""))
 
+    @app.command("serve")
+    @_errors
+    def serve_cmd(
+        root: Annotated[str, typer.Argument(metavar="RUNS_DIR_OR_URL")],
+        port: Annotated[int, typer.Option(help="TCP port (0: a free one).")] = 8765,
+        host: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
+        allow_remote: Annotated[bool, typer.Option(help="Allow a non-loopback --host.")] = False,
+        storage_option: StorageOpt = None,
+    ) -> None:
+        """Serve a live, read-only dashboard of a run or a folder of runs (Ctrl-C stops)."""
+        from highmark.serve import start
+
+        start(root, host, port, allow_remote, storage_options(storage_option),
+              say=functools.partial(print, flush=True))  # fmt: skip
+
     @app.command("replay")
     @_errors
     def replay_cmd(

@@ -1,15 +1,14 @@
 """Self-contained HTML and PNG reports of training runs, and the plot of a policy replay.
 
-A report is one HTML file that needs no network to view: the learning curves of every metric
-(several runs overlaid), with the best step, the stop step and every saved checkpoint marked, are
-rendered by matplotlib to SVG and embedded inline (base64 ``data:`` URI); the run summary and the
-checkpoint tables are plain HTML tables with inline CSS. No JavaScript, no external resource (a
-Content-Security-Policy in the page forbids them).
+A report is one HTML file that needs no network to view: the page of ``highmark serve`` (runs
+table, interactive learning curves of every metric with the best step, the stop step and every
+saved checkpoint marked), with its scripts and the runs' data embedded inline; its
+Content-Security-Policy allows only those inline scripts. Plain HTML tables of the runs and their
+checkpoints follow for readers without JavaScript. ``--png`` is a static matplotlib picture.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
 import html
 import io
@@ -26,16 +25,6 @@ from highmark.replay.curves import Curve, curve_from_records
 
 __all__ = ["RunData", "load_run", "render_curves", "render_html", "replay_plot", "write_report"]
 
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;color:#222}
-h1{margin-bottom:.2rem} .meta{color:#666;margin-top:0}
-table{border-collapse:collapse;margin:.5rem 0 1.5rem;font-size:.9rem}
-th,td{border:1px solid #ddd;padding:.25rem .6rem;text-align:right}
-th{background:#f4f4f4} td.l,th.l{text-align:left} tr.best td{background:#eaf7ea;font-weight:600}
-img.plot{max-width:100%;height:auto;border:1px solid #eee}
-"""
-_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
-
 
 @dataclass
 class RunData:
@@ -46,6 +35,7 @@ class RunData:
     info: dict[str, Any]
     curve: Curve
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)  # history.jsonl, as read
 
     @property
     def monitor(self) -> str | None:
@@ -108,7 +98,8 @@ def load_run(url: str, storage_options: Mapping[str, Any] | None = None) -> RunD
     if not records:  # no history: the checkpoints' metrics are the best curve we have
         records = [{"step": c["step"], "metrics": c["metrics"]} for c in checkpoints]
     name = posixpath.basename(str(url).rstrip("/")) or str(url)
-    return RunData(str(url), name, info, curve_from_records(records, name), checkpoints)
+    curve = curve_from_records(records, name)
+    return RunData(str(url), name, info, curve, checkpoints, records)
 
 
 def _metric_order(runs: Sequence[RunData]) -> list[str]:
@@ -242,26 +233,31 @@ def _checkpoint_table(run: RunData) -> str:
 
 
 def render_html(runs: Sequence[RunData], title: str = "highmark report") -> str:
-    """The report as one self-contained HTML page."""
-    svg = base64.b64encode(render_curves(runs, "svg")).decode("ascii")
+    """The report as one self-contained HTML page (the dashboard's page, data embedded)."""
+    from highmark.serve.page import render_static
+    from highmark.serve.payload import run_payload
+    from highmark.serve.runs import RunFiles
+
     now = _dt.datetime.now(tz=_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    payloads = [
+        run_payload(run.url, RunFiles(run.url, run.info, run.records or _records(run),
+                                      run.checkpoints, run.monitor, run.info.get("mode")))
+        for run in runs
+    ]  # fmt: skip
     sections = "".join(
         f"<h3>{html.escape(run.name)}</h3><p class=meta>{html.escape(run.url)}</p>"
         + _checkpoint_table(run)
         for run in runs
     )
-    return (
-        "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
-        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1>"
-        f"<p class=meta>{len(runs)} run(s) · generated {now} by highmark {__version__}</p>"
-        "<h2>Learning curves</h2>"
-        f'<img class="plot" id="curves" alt="learning curves" '
-        f'src="data:image/svg+xml;base64,{svg}">'
-        f"<h2>Runs</h2>{_summary_table(runs)}<h2>Checkpoints</h2>{sections}"
-        "</body></html>\n"
+    tables = (
+        f"<noscript><h2>Runs</h2>{_summary_table(runs)}<h2>Checkpoints</h2>{sections}</noscript>"
     )
+    meta = f"{len(runs)} run(s) · generated {now} by highmark {__version__}"
+    return render_static(payloads, title, meta, extra=tables)
+
+
+def _records(run: RunData) -> list[dict[str, Any]]:
+    return [{"step": s, "metrics": r} for s, r in zip(run.curve.steps, run.curve.rows, strict=True)]
 
 
 def write_report(
