@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from highmark.cli.demo import build_data, build_model
-from highmark.run import Run
+from highmark.run.core import Run
 
 
 def main(out: str) -> None:
