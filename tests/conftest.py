@@ -7,6 +7,7 @@ session, lazily (only when a test asks for it), on free loopback ports with a te
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -18,6 +19,18 @@ import pytest
 from s3server import RunLocation, S3Server, make_bucket, start_s3_server, weed_binary
 
 BUCKET = "highmark-test"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _catalog_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Points HIGHMARK_CATALOG at a temporary file for the session: no test writes to home."""
+    old = os.environ.get("HIGHMARK_CATALOG")
+    os.environ["HIGHMARK_CATALOG"] = str(tmp_path_factory.mktemp("catalog") / "catalog.db")
+    yield
+    if old is None:
+        os.environ.pop("HIGHMARK_CATALOG", None)
+    else:
+        os.environ["HIGHMARK_CATALOG"] = old
 
 
 @pytest.fixture(scope="session")
