@@ -199,3 +199,13 @@ def test_replay_with_an_unknown_mode_is_a_usage_error(runner, local_run: RunFixt
     )
     assert result.exit_code == 2
     assert "'lowest' is not one of 'auto', 'min', 'max'" in result.stderr
+
+
+def test_replay_of_a_folder_of_runs_replays_every_run_in_it(runner, tmp_path: Path) -> None:
+    _run(str(tmp_path / "runs" / "a"), [1.0, 0.8, 0.9, 0.95, 0.97])
+    _run(str(tmp_path / "runs" / "b"), [1.0, 0.9, 0.8, 0.7, 0.6])
+    result = runner.invoke(app, ["replay", str(tmp_path / "runs"), "--patience", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["curves"] == ["a", "b"]
+    assert [row["curve"] for row in data["policies"][0]["curves"]] == ["a", "b"]
