@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+
+import pytest
 
 from highmark.cli.commands import app
 from highmark.cli.watch import summarize
@@ -52,3 +56,19 @@ def test_watch_shows_an_evaluation_appended_by_another_process(runner, local_run
     second = runner.invoke(app, ["watch", local_run.url, "--once"]).stdout
     assert "0.25" in second
     assert read_run(local_run.url).records[-1]["step"] == 7
+
+
+@pytest.mark.timeout(120)
+def test_live_watch_follows_a_growing_run_and_leaves_on_ctrl_c(local_run) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    cmd = [sys.executable, "-m", "highmark.cli", "watch", local_run.url]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) as proc:
+        assert proc.stdout is not None
+        seen = ""
+        while "stop reason" not in seen:  # the first render is out
+            seen += proc.stdout.readline()
+        subprocess.run([sys.executable, "-c", APPEND, local_run.url], check=True, timeout=60)
+        while "0.25" not in seen:  # a second render, after the file grew
+            seen += proc.stdout.readline()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0

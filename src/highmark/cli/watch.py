@@ -122,13 +122,29 @@ def watch(url: str, options: Mapping[str, Any] | None = None, *, once: bool = Fa
         console.print(render(url, summarize(read_run(url, options))))
         return
     seen = _stamp(url, options)
+    view = render(url, summarize(read_run(url, options)))
     try:
-        with Live(render(url, summarize(read_run(url, options))), console=console) as live:
+        if not console.is_terminal:  # a pipe or a file: one full render per change
+            console.print(view)
+        with Live(view, console=console) if console.is_terminal else _Quiet() as live:
             while True:
                 time.sleep(interval)  # polling the files, not synchronisation
                 stamp = _stamp(url, options)
                 if stamp != seen:
-                    seen = stamp
-                    live.update(render(url, summarize(read_run(url, options))))
+                    seen, view = stamp, render(url, summarize(read_run(url, options)))
+                    if live is None:
+                        console.print(view)
+                    else:
+                        live.update(view)
     except KeyboardInterrupt:
         return
+
+
+class _Quiet:
+    """Stands in for rich's Live off a terminal (renders are printed one after another)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
