@@ -317,6 +317,18 @@ if typer is not None:
         start(root, host, port, allow_remote, storage_options(storage_option),
               say=functools.partial(print, flush=True))  # fmt: skip
 
+    @app.command("watch")
+    @_errors
+    def watch_cmd(
+        run: Annotated[str, typer.Argument(metavar="RUN")],
+        once: Annotated[bool, typer.Option(help="Render once and exit.")] = False,
+        storage_option: StorageOpt = None,
+    ) -> None:
+        """Watch a run live in the terminal: metrics, best, patience, checkpoints, stop ETA."""
+        from highmark.cli.watch import watch
+
+        watch(run, storage_options(storage_option), once=once)
+
     @app.command("replay")
     @_errors
     def replay_cmd(
